@@ -1,0 +1,56 @@
+"""A preallocated key/value cache: one [B, K, max_len, D] buffer per layer, written in place.
+
+Allocating once keeps decoding free of per-step concatenation and gives `torch.compile` fixed
+shapes. All rows share one write position because prompts are left-padded to a common length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        num_layers: int,
+        batch_size: int,
+        num_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        shape = (batch_size, num_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.max_len = max_len
+
+    @classmethod
+    def for_model(cls, model, batch_size: int, max_len: int) -> KVCache:
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        param = next(model.parameters())
+        dtype = param.dtype if param.dtype.is_floating_point else torch.float32
+        return cls(
+            config.num_hidden_layers,
+            batch_size,
+            config.num_key_value_heads,
+            max_len,
+            head_dim,
+            dtype,
+            param.device,
+        )
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        """Write k, v [B, K, T, D] at positions start..start+T; return all keys/values so far [B, K, S, D]."""
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the given batch rows (e.g. drop finished sequences)."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]

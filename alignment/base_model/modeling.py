@@ -1,0 +1,371 @@
+"""The Llama architecture, written to be read top to bottom.
+
+Paddock's own model: RMSNorm, rotary embeddings (default, linear and llama3 scaling), SwiGLU MLP,
+grouped-query attention through `scaled_dot_product_attention`, and three heads (causal LM, scalar
+reward, per-token value). Classes are transformers `PreTrainedModel`s configured by `LlamaConfig`
+and use transformers' Llama weight names, so a checkpoint saved here loads in
+`transformers.AutoModelForCausalLM` / `LlamaForSequenceClassification` and the reverse, and TRL,
+PEFT, bitsandbytes and accelerate treat these models like any HF Llama.
+
+Shape letters in comments: B batch, T new tokens, S keys (cached + new), H query heads,
+K key/value heads, D head dim, C hidden size, V vocabulary.
+
+Two deliberate differences from transformers' forward:
+- Positions default to `cumsum(attention_mask) - 1`, so a left-padded row gets the same positions
+  (and the same outputs) as the unpadded row; transformers uses 0..T-1 unless told otherwise.
+- The reward head pools at the last position where `attention_mask` is 1, which stays right when
+  the pad token equals EOS; transformers looks for the last token that differs from the pad id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, LlamaConfig, PreTrainedModel
+from transformers import initialization as hf_init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.utils import ModelOutput
+
+from alignment.base_model.kv_cache import KVCache
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 whatever the input precision: bf16 sums of squares lose too much.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
+    """Per-pair rotation speeds [D/2] for the config's rope type (default, linear, llama3)."""
+    params = dict(config.rope_parameters or {})
+    rope_type = params.get("rope_type", "default")
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ValueError(f"rope_type {rope_type!r} is not supported; use one of {SUPPORTED_ROPE_TYPES}")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    base = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if rope_type == "linear":
+        # Stretching positions by `factor` is the same as slowing every frequency by it.
+        return inv_freq / params["factor"]
+    if rope_type == "llama3":
+        return _llama3_scaled(inv_freq, params)
+    return inv_freq
+
+
+def _llama3_scaled(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
+    """Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
+    factor = params["factor"]
+    low_freq_factor = params["low_freq_factor"]
+    high_freq_factor = params["high_freq_factor"]
+    old_context = params["original_max_position_embeddings"]
+    low_freq_wavelen = old_context / low_freq_factor
+    high_freq_wavelen = old_context / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    ramped = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    in_between = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(in_between, ramped, scaled)
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("inv_freq", rope_inverse_frequencies(config), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids [B, T] -> cos, sin [B, T, D]; angles in fp32 so long positions stay exact.
+        angles = position_ids[..., None].float() * self.inv_freq.float()
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, T, D]; cos, sin [B, T, D]."""
+    cos, sin = cos[:, None], sin[:, None]
+    return x * cos + rotate_half(x) * sin
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        if config.hidden_act != "silu":
+            raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; Llama uses 'silu'")
+        bias = config.mlp_bias
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    """Multi-head, grouped-query or multi-query attention, chosen by num_key_value_heads."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x, cos, sin, mask, kv_cache: KVCache | None = None, cache_start: int = 0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, D]
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v, cache_start)  # [B, K, S, D]
+        if self.n_kv_heads != self.n_heads:
+            # Expanding K/V is cheaper to reason about than SDPA's enable_gqa, which not every
+            # backend supports with an explicit mask.
+            repeats = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(repeats, dim=1)
+            v = v.repeat_interleave(repeats, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, D]
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class DecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp = SwiGLU(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, kv_cache=None, cache_start=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, cache_start)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def attention_mask_4d(padding_mask: torch.Tensor | None, B: int, T: int, S: int, device) -> torch.Tensor:
+    """Boolean [B, 1, T, S] mask: query t (at absolute index S-T+t) sees keys <= itself that are not padding.
+
+    Each query always sees itself, so a padding query never has an empty row (SDPA would return NaN);
+    its output is meaningless and ignored downstream.
+    """
+    query_index = torch.arange(S - T, S, device=device)[:, None]  # [T, 1]
+    key_index = torch.arange(S, device=device)[None, :]  # [1, S]
+    causal = key_index <= query_index  # [T, S]
+    if padding_mask is None:
+        return causal[None, None].expand(B, 1, T, S)
+    visible = causal[None] & padding_mask[:, None, :S].bool()  # [B, T, S]
+    visible = visible | (key_index == query_index)[None]
+    return visible[:, None]
+
+
+def positions_from_mask(padding_mask: torch.Tensor | None, B: int, T: int, S: int, device) -> torch.Tensor:
+    """Position ids [B, T] for the last T of S tokens: count of real tokens before each one."""
+    if padding_mask is None:
+        return torch.arange(S - T, S, device=device)[None].expand(B, T)
+    return (padding_mask.long().cumsum(-1) - 1).clamp(min=0)[:, S - T : S]
+
+
+class PaddockPreTrainedModel(PreTrainedModel):
+    config_class = LlamaConfig
+    config: LlamaConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DecoderLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # Non-persistent buffers are not in checkpoints, and from_pretrained builds on the meta
+        # device, so the rope frequencies are recomputed here.
+        if isinstance(module, RotaryEmbedding):
+            hf_init.copy_(module.inv_freq, rope_inverse_frequencies(module.config))
+
+    def _save_as(self, architecture: str, **config_updates) -> None:
+        # Record transformers' class name so plain `AutoModel*` users and other tools know the head.
+        self.config.architectures = [architecture]
+        for key, value in config_updates.items():
+            setattr(self.config, key, value)
+
+
+class PaddockLlamaModel(PaddockPreTrainedModel):
+    """Embeddings, decoder stack and final norm: token ids [B, T] -> hidden states [B, T, C]."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        cache_start: int = 0,
+        **_unused,
+    ) -> BaseModelOutputWithPast:
+        """attention_mask [B, S] covers cached and new tokens (S = cache_start + T); 1 = real token."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
+        B, T, _ = x.shape
+        S = cache_start + T
+        if attention_mask is not None and attention_mask.shape[-1] < S:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, need {S}")
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, B, T, S, x.device)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        mask = attention_mask_4d(attention_mask, B, T, S, x.device)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, kv_cache, cache_start)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Next-token cross-entropy; labels -100 are ignored. Mean over counted tokens, or over
+    `num_items_in_batch` when the Trainer passes it (correct gradient accumulation)."""
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    return total / num_items_in_batch
+
+
+class PaddockLlamaForCausalLM(PaddockPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = PaddockLlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self._save_as("LlamaForCausalLM")
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        kv_cache: KVCache | None = None,
+        cache_start: int = 0,
+        logits_to_keep: int = 0,
+        num_items_in_batch=None,
+        **_unused,
+    ) -> CausalLMOutputWithPast:
+        hidden = self.model(input_ids, attention_mask, position_ids, inputs_embeds, kv_cache, cache_start)
+        hidden = hidden.last_hidden_state  # [B, T, C]
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)  # [B, T, V]
+        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+
+def last_token_index(attention_mask, input_ids, pad_token_id, B: int, T: int, device) -> torch.Tensor:
+    """[B] index of each row's last real token (works for left and right padding)."""
+    if attention_mask is not None:
+        real = attention_mask[:, -T:].bool()
+    elif input_ids is not None and pad_token_id is not None:
+        real = input_ids != pad_token_id
+    else:
+        return torch.full((B,), T - 1, device=device)
+    positions = torch.arange(T, device=device).expand(B, T)
+    return torch.where(real, positions, -1).amax(-1).clamp(min=0)
+
+
+class PaddockLlamaForReward(PaddockPreTrainedModel):
+    """Scalar reward r(x, y) read at the last real token; `logits` [B, 1] like a 1-label
+    sequence classifier, so the checkpoint is a transformers `LlamaForSequenceClassification`."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = PaddockLlamaModel(config)
+        self.score = nn.Linear(config.hidden_size, 1, bias=False)
+        self._save_as("LlamaForSequenceClassification", num_labels=1)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **_unused
+    ) -> SequenceClassifierOutputWithPast:
+        hidden = self.model(input_ids, attention_mask, position_ids, inputs_embeds).last_hidden_state
+        B, T, _ = hidden.shape
+        last = last_token_index(attention_mask, input_ids, self.config.pad_token_id, B, T, hidden.device)
+        pooled = hidden[torch.arange(B, device=hidden.device), last]  # [B, C]
+        return SequenceClassifierOutputWithPast(logits=self.score(pooled))  # [B, 1]
+
+
+@dataclass
+class ValueOutput(ModelOutput):
+    values: torch.Tensor | None = None  # [B, T]
+
+
+class PaddockLlamaForValue(PaddockPreTrainedModel):
+    """Per-token value V(s_t) for the PPO critic. Uses the same `score` weight name as the reward
+    head, so a critic initialises directly from a reward-model checkpoint."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = PaddockLlamaModel(config)
+        self.score = nn.Linear(config.hidden_size, 1, bias=False)
+        self._save_as("LlamaForTokenClassification", num_labels=1)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **_unused
+    ) -> ValueOutput:
+        hidden = self.model(input_ids, attention_mask, position_ids, inputs_embeds).last_hidden_state
+        return ValueOutput(values=self.score(hidden).squeeze(-1))
+
+
+HEADS = {
+    "causal_lm": PaddockLlamaForCausalLM,
+    "reward": PaddockLlamaForReward,
+    "value": PaddockLlamaForValue,
+}

@@ -1,0 +1,105 @@
+"""The `paddock` command line. Expected failures print one line (`paddock: error: ...`), exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alignment.errors import PaddockError
+
+
+def cmd_models_list(args) -> None:
+    from alignment.base_model import default_models
+
+    for name, spec in default_models.DEFAULT_MODELS.items():
+        state = (
+            f"prepared at {default_models.cached_path(name)}"
+            if default_models.is_prepared(name)
+            else ("not prepared yet (`paddock models prepare " + name + "`)")
+        )
+        print(f"{name}\t{spec.description}\t{state}")
+    print("Any local Hugging Face Llama-family checkpoint directory also works as a model path.")
+
+
+def cmd_models_prepare(args) -> None:
+    from alignment.base_model import default_models
+
+    print(default_models.prepare(args.name))
+
+
+def cmd_models_import_gguf(args) -> None:
+    from alignment.base_model import convert_gguf
+
+    print(convert_gguf(args.gguf_file, args.output))
+
+
+def cmd_chat(args) -> None:
+    from alignment.base_model import load_model, load_tokenizer
+    from alignment.base_model.generation import SamplingConfig, chat
+
+    model = load_model(args.model, dtype=args.dtype).eval()
+    tokenizer = load_tokenizer(args.model)
+    cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    prompts = args.prompt or []
+    interactive = not prompts
+    while True:
+        if interactive:
+            try:
+                prompts = [input("you> ")]
+            except EOFError:
+                return
+        for prompt in prompts:
+            answer = chat(model, tokenizer, [[{"role": "user", "content": prompt}]], cfg)[0]
+            print(answer if not interactive else f"model> {answer}")
+        if not interactive:
+            return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paddock", description="Llama 2-Chat style RLHF and safety alignment"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="embedded default models").add_subparsers(
+        dest="action", required=True
+    )
+    models.add_parser("list", help="list named models and whether they are prepared").set_defaults(
+        func=cmd_models_list
+    )
+    prepare = models.add_parser("prepare", help="convert a named model to an HF checkpoint; print its path")
+    prepare.add_argument("name", nargs="?", default="smollm2-135m")
+    prepare.set_defaults(func=cmd_models_prepare)
+    gguf = models.add_parser("import-gguf", help="dequantise a Llama GGUF file into an HF checkpoint")
+    gguf.add_argument("gguf_file")
+    gguf.add_argument("output")
+    gguf.set_defaults(func=cmd_models_import_gguf)
+
+    chat = commands.add_parser(
+        "chat", help="chat with a checkpoint (one-shot with --prompt, else interactive)"
+    )
+    chat.add_argument("model", nargs="?", default="smollm2-135m", help="model name or checkpoint path")
+    chat.add_argument("--prompt", action="append", help="answer this prompt and exit (repeatable)")
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--dtype", default="float32")
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PaddockError as err:
+        print(f"paddock: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paddock: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
