@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".paddock-complete"
 SUPPORTED_MODEL_TYPES = ("llama",)
-HEAD_KEYS = {"causal_lm": ("lm_head.weight",), "reward": ("score.weight",), "value": ("score.weight",)}
+HEAD_KEYS = {
+    "causal_lm": ("lm_head.weight",),
+    "reward": ("score.weight",),
+    "value": ("score.weight", "score.bias"),
+}
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,

@@ -344,13 +344,14 @@ class ValueOutput(ModelOutput):
 
 
 class PaddockLlamaForValue(PaddockPreTrainedModel):
-    """Per-token value V(s_t) for the PPO critic. Uses the same `score` weight name as the reward
-    head, so a critic initialises directly from a reward-model checkpoint."""
+    """Per-token value V(s_t) for the PPO critic, saved as a 1-label `LlamaForTokenClassification`.
+    Uses the reward head's `score` weight name, so a critic initialises directly from a reward
+    model (its bias, absent there, starts at zero)."""
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = PaddockLlamaModel(config)
-        self.score = nn.Linear(config.hidden_size, 1, bias=False)
+        self.score = nn.Linear(config.hidden_size, 1, bias=True)
         self._save_as("LlamaForTokenClassification", num_labels=1)
         self.post_init()
 

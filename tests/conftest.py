@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random Llama configs (2 layers, hidden 64) and the SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+TINY_VOCAB = 256
+
+
+def tiny_config(**overrides) -> LlamaConfig:
+    """A 2-layer, hidden-64 Llama; GQA (4 query / 2 KV heads) and untied embeddings by default."""
+    settings = dict(
+        vocab_size=TINY_VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        initializer_range=0.1,  # larger than the default so random logits are not all near zero
+    )
+    settings.update(overrides)
+    return LlamaConfig(**settings)
+
+
+@pytest.fixture
+def seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The embedded default checkpoint, converted once into PADDOCK_HOME (default ~/.cache/paddock)."""
+    from alignment.base_model import default_models
+
+    return default_models.prepare("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_path):
+    from alignment import load_tokenizer
+
+    return load_tokenizer(smollm2_path)
