@@ -58,8 +58,9 @@ def test_failed_conversion_leaves_nothing_that_looks_done(monkeypatch, tmp_path)
     assert list((tmp_path / "models").iterdir()) == []
 
 
-def test_killed_conversion_is_not_taken_for_a_finished_one(tmp_path):
-    env = {**os.environ, "PADDOCK_HOME": str(tmp_path)}
+def test_killed_conversion_is_not_taken_for_a_finished_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("PADDOCK_HOME", str(tmp_path))
+    env = {**os.environ}
     proc = subprocess.Popen(
         [sys.executable, "-m", "alignment.cli", "models", "prepare"],
         env=env,
