@@ -1,13 +1,19 @@
-"""Batched sampling with a preallocated KV cache.
+"""The generation engine: batched sampling with a preallocated KV cache, built for RLHF workloads.
 
-Prompts are left-padded to a common length so every row writes the cache at the same position:
-one prefill pass over the prompts, then one token per step for all rows. Rows that produced EOS
-keep being fed padding (and are masked out) until every row is done.
+Rejection sampling, PPO rollouts, Ghost Attention and context distillation all draw several
+samples per prompt, so the engine is shaped around that:
+- prompts are left-padded to one length so every row writes the cache at the same position;
+- each distinct prompt is prefilled once and its cache rows are copied for its n samples
+  (transformers' `num_return_sequences` prefills every copy);
+- rows that hit EOS or a stop string are dropped from the batch (cache rows included) once enough
+  of them have finished, so finished samples stop costing compute;
+- every sampled token's log-prob under the sampling distribution (after temperature, top-k and
+  top-p) is returned, which is what PPO's ratio needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,24 +23,44 @@ from alignment.base_model.kv_cache import KVCache
 @dataclass
 class SamplingConfig:
     max_new_tokens: int = 64
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
-    top_k: int = 0  # 0 means no top-k cut
+    top_k: int = 0  # 0 = no top-k cut
+    n: int = 1  # samples per prompt
     eos_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()  # needs a tokenizer
     pad_token_id: int = 0
     seed: int | None = None
+    compact_below: float = 0.75  # drop finished rows when the live fraction falls below this
+    compile: bool = False  # torch.compile the decode step (pays off for long generations)
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.n < 1:
+            raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and n >= 1")
 
 
 @dataclass
 class GenerationOutput:
-    sequences: torch.Tensor  # [B, P + N] prompt (left-padded) then response (right-padded)
-    response_mask: torch.Tensor  # [B, N] 1 for generated tokens up to and including EOS
-    logprobs: torch.Tensor  # [B, N] log-prob of each token under the sampling distribution
-    prompt_length: int
+    sequences: torch.Tensor  # [R, P + N] prompt (left-padded) then response (right-padded); R = B * n
+    response_mask: torch.Tensor  # [R, N] 1 for generated tokens, up to and including EOS/stop string
+    logprobs: torch.Tensor  # [R, N] log-prob of each token under the sampling distribution
+    prompt_length: int  # P
+    prompt_mask: torch.Tensor = field(repr=False, default=None)  # [R, P]
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_length :]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """[R, P + N] mask of real tokens, for scoring the sequences with a forward pass."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus to -inf. logits [B, V]."""
+    """Set logits outside the top-k / nucleus to -inf. logits [R, V]."""
     if top_k and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -48,54 +74,121 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def next_token(logits: torch.Tensor, cfg: SamplingConfig, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row; return it [B] and its log-prob [B] under the sampling distribution."""
+def sample_token(
+    logits: torch.Tensor, cfg: SamplingConfig, uniforms: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row [R] and its log-prob [R], from one uniform per row (uniforms [R, 1]).
+    Greedy returns the model's own log-prob (temperature 1): a point mass would carry no information."""
     logits = logits.float()
     if cfg.temperature == 0:
         token = logits.argmax(-1)
-        return token, torch.zeros_like(token, dtype=torch.float32)
-    logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
-    logprobs = logits.log_softmax(-1)
-    token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+        return token, logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+    if cfg.temperature != 1.0:
+        logits = logits / cfg.temperature
+    logprobs = filter_logits(logits, cfg.top_k, cfg.top_p).log_softmax(-1)
+    token = inverse_cdf_sample(logprobs.exp(), uniforms)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One draw per row of probs [R, V] given uniforms [R, 1] in [0, 1).
+
+    torch.multinomial draws an exponential per vocabulary entry (49k per row here), which made it
+    the slowest op of a decode step on the CPU. The cumulative sum is in float64 so the tail of a
+    49k vocabulary keeps its mass; `right=True` never lands on a zero-probability token.
+    """
+    cdf = probs.double().cumsum(-1)
+    token = torch.searchsorted(cdf, uniforms.double() * cdf[:, -1:], right=True).squeeze(-1)
+    return token.clamp(max=probs.shape[-1] - 1)
+
+
+class StopStringMatcher:
+    """Finds rows whose decoded tail ends a stop string. Decodes only a short tail per row."""
+
+    def __init__(self, tokenizer, stop_strings):
+        self.tokenizer = tokenizer
+        self.stop_strings = tuple(stop_strings)
+        longest = max(len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stop_strings)
+        self.window = longest + 2  # tokens may split differently around the string's edges
+
+    def hits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens [R, N] response so far, lengths [R] tokens generated per row -> bool [R]."""
+        tails = [tokens[r, max(0, int(n) - self.window) : int(n)].tolist() for r, n in enumerate(lengths)]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False)
+        return torch.tensor(
+            [any(s in text for s in self.stop_strings) for text in texts], device=tokens.device
+        )
 
 
 @torch.no_grad()
 def generate(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SamplingConfig
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SamplingConfig, tokenizer=None
 ) -> GenerationOutput:
-    """Sample up to cfg.max_new_tokens per row. input_ids, attention_mask [B, P], left-padded."""
-    B, P = input_ids.shape
-    device = input_ids.device
-    generator = None
-    if cfg.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    cache = KVCache.for_model(model, B, P + cfg.max_new_tokens)
-    eos = torch.tensor(cfg.eos_token_ids or [-1], device=device)
-    mask = torch.cat([attention_mask, attention_mask.new_zeros(B, cfg.max_new_tokens)], dim=1)  # [B, P + N]
-    tokens = input_ids.new_full((B, cfg.max_new_tokens), cfg.pad_token_id)
-    logprobs = torch.zeros(B, cfg.max_new_tokens, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    """Sample cfg.n continuations of each left-padded prompt. input_ids, attention_mask [B, P].
 
-    logits = model(input_ids, attention_mask=mask[:, :P], kv_cache=cache, logits_to_keep=1).logits[:, -1]
-    for step in range(cfg.max_new_tokens):
-        token, logprob = next_token(logits, cfg, generator)
-        token = torch.where(done, cfg.pad_token_id, token)
-        tokens[:, step] = token
-        logprobs[:, step] = torch.where(done, 0.0, logprob)
-        mask[:, P + step] = (~done).long()
-        done = done | torch.isin(token, eos)
-        if bool(done.all()) or step + 1 == cfg.max_new_tokens:
+    Rows come out prompt-major: row i * n + j is sample j of prompt i.
+    """
+    if cfg.stop_strings and tokenizer is None:
+        raise ValueError("stop_strings need the tokenizer passed to generate()")
+    B, P = input_ids.shape
+    N, n = cfg.max_new_tokens, cfg.n
+    R = B * n
+    device = input_ids.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(2**62, ()).item()))
+    matcher = StopStringMatcher(tokenizer, cfg.stop_strings) if cfg.stop_strings else None
+    eos = torch.tensor(cfg.eos_token_ids or [-1], device=device)
+    step_fn = _compiled_step(model) if cfg.compile else model
+
+    # Prefill each prompt once, then give every sample its own copy of the prompt's cache rows.
+    cache = KVCache.for_model(model, B, P + N)
+    logits = model(input_ids, attention_mask=attention_mask, kv_cache=cache, logits_to_keep=1).logits[:, -1]
+    if n > 1:
+        cache.select_rows(torch.arange(B, device=device).repeat_interleave(n))
+        logits = logits.repeat_interleave(n, dim=0)
+    prompt_mask = attention_mask.repeat_interleave(n, dim=0)  # [R, P]
+
+    tokens = input_ids.new_full((R, N), cfg.pad_token_id)
+    logprobs = torch.zeros(R, N, device=device)
+    lengths = torch.zeros(R, dtype=torch.long, device=device)
+    live = torch.arange(R, device=device)  # original row of each row still in the batch
+    live_mask = torch.cat([prompt_mask, prompt_mask.new_zeros(R, N)], dim=1)  # [live, P + N]
+    finished = torch.zeros(R, dtype=torch.bool, device=device)  # indexed like `live`
+    for step in range(N):
+        # Uniforms are drawn for every original row, finished or not, so a row's samples do not
+        # depend on when other rows finished and the batch was compacted.
+        uniforms = torch.rand(R, 1, generator=generator, dtype=torch.float64, device=device)[live]
+        token, logprob = sample_token(logits, cfg, uniforms)
+        token = torch.where(finished, cfg.pad_token_id, token)
+        tokens[live, step] = token
+        logprobs[live, step] = torch.where(finished, 0.0, logprob)
+        live_mask[:, P + step] = (~finished).long()
+        lengths[live] += (~finished).long()
+        finished = finished | torch.isin(token, eos)
+        if matcher is not None:
+            finished = finished | matcher.hits(tokens[live], lengths[live])
+        if bool(finished.all()) or step + 1 == N:
             break
-        logits = model(
-            token[:, None], attention_mask=mask[:, : P + step + 1], kv_cache=cache, cache_start=P + step
+        if (~finished).float().mean() < cfg.compact_below:
+            keep = (~finished).nonzero().squeeze(-1)
+            live, live_mask, finished = live[keep], live_mask[keep], finished[keep]
+            cache.select_rows(keep)
+            token = token[keep]
+        logits = step_fn(
+            token[:, None], attention_mask=live_mask[:, : P + step + 1], kv_cache=cache, cache_start=P + step
         ).logits[:, -1]
-    return GenerationOutput(
-        sequences=torch.cat([input_ids, tokens], dim=1),
-        response_mask=mask[:, P:],
-        logprobs=logprobs,
-        prompt_length=P,
-    )
+
+    response_mask = (torch.arange(N, device=device)[None] < lengths[:, None]).long()
+    sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), tokens], dim=1)
+    return GenerationOutput(sequences, response_mask, logprobs, P, prompt_mask)
+
+
+def _compiled_step(model):
+    # dynamic=True: the batch shrinks as rows finish and the key length grows every step;
+    # recompiling for each shape would cost more than it saves.
+    if not hasattr(model, "_paddock_compiled_step"):
+        model._paddock_compiled_step = torch.compile(model, dynamic=True)
+    return model._paddock_compiled_step
 
 
 def left_pad(batch: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +203,15 @@ def left_pad(batch: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, t
     return input_ids, attention_mask
 
 
+def generate_from_tokens(
+    model, prompts: list[list[int]], cfg: SamplingConfig, tokenizer=None
+) -> GenerationOutput:
+    """`generate` for prompts given as token lists of different lengths."""
+    input_ids, attention_mask = left_pad(prompts, cfg.pad_token_id)
+    device = model.get_input_embeddings().weight.device
+    return generate(model, input_ids.to(device), attention_mask.to(device), cfg, tokenizer)
+
+
 def chat(model, tokenizer, conversations: list[list[dict]], cfg: SamplingConfig | None = None) -> list[str]:
     """Answer each conversation (a list of role/content messages) with the tokenizer's chat template."""
     cfg = cfg or SamplingConfig(temperature=0)
@@ -117,14 +219,11 @@ def chat(model, tokenizer, conversations: list[list[dict]], cfg: SamplingConfig 
         cfg.eos_token_ids = tuple(i for i in [tokenizer.eos_token_id] if i is not None)
         cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompts = [
-        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
+        list(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False))
         for c in conversations
     ]
-    input_ids, attention_mask = left_pad([list(p) for p in prompts], cfg.pad_token_id)
-    device = next(model.parameters()).device
-    out = generate(model, input_ids.to(device), attention_mask.to(device), cfg)
-    responses = out.sequences[:, out.prompt_length :]
+    out = generate_from_tokens(model, prompts, cfg, tokenizer)
     return [
-        tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
-        for ids, m in zip(responses, out.response_mask, strict=True)
+        tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+        for ids, mask in zip(out.responses, out.response_mask, strict=True)
     ]

@@ -29,7 +29,8 @@ class KVCache:
     def for_model(cls, model, batch_size: int, max_len: int) -> KVCache:
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        param = next(model.parameters())
+        # The embedding, not the first parameter: under PEFT that may be an fp32 adapter weight.
+        param = model.get_input_embeddings().weight
         dtype = param.dtype if param.dtype.is_floating_point else torch.float32
         return cls(
             config.num_hidden_layers,
@@ -42,13 +43,14 @@ class KVCache:
         )
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
-        """Write k, v [B, K, T, D] at positions start..start+T; return all keys/values so far [B, K, S, D]."""
+        """Write k, v [B, K, T, D] at positions start..start+T; return the whole buffers
+        [B, K, max_len, D]. Positions not yet written are hidden by the causal mask."""
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        return self.keys[layer], self.values[layer]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the given batch rows (e.g. drop finished sequences)."""

@@ -150,14 +150,45 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, cache_start)  # [B, K, S, D]
-        if self.n_kv_heads != self.n_heads:
-            # Expanding K/V is cheaper to reason about than SDPA's enable_gqa, which not every
-            # backend supports with an explicit mask.
-            repeats = self.n_heads // self.n_kv_heads
-            k = k.repeat_interleave(repeats, dim=1)
-            v = v.repeat_interleave(repeats, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, D]
+        if T == 1:
+            out = decode_attention(q, k, v, mask)
+        elif self.n_kv_heads != self.n_heads:
+            out = grouped_attention(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+def grouped_attention(q, k, v, mask):
+    """GQA/MQA without copying K/V: the query heads sharing one K/V head are stacked along the
+    query axis, so each K/V head is read once. (repeat_interleave would materialise H/K copies of
+    the cache every step, the main memory traffic of decoding.)
+
+    q [B, H, T, D], k/v [B, K, S, D], mask [B, 1, T, S] -> [B, H, T, D]. Head h uses K/V head
+    h // (H/K), the same grouping as transformers' repeat_kv.
+    """
+    B, H, T, D = q.shape
+    K, S = k.shape[1], k.shape[2]
+    group = H // K
+    q = q.reshape(B, K, group * T, D)  # rows ordered (head in group, position)
+    mask = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, group, T, S).reshape(B, 1, group * T, S)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, K, group*T, D]
+    return out.reshape(B, H, T, D)
+
+
+def decode_attention(q, k, v, mask):
+    """One new token per row: q [B, H, 1, D], k/v [B, K, S, D], mask [B, 1, 1, S] -> [B, H, 1, D].
+
+    Two batched matmuls and a softmax; for a single query SDPA's CPU flash kernel took twice as
+    long (measured at B=128, S=100 on SmolLM2's shapes). Scores are softmaxed in fp32.
+    """
+    B, H, _, D = q.shape
+    K = k.shape[1]
+    q = q.reshape(B, K, H // K, D)  # query heads grouped under their K/V head
+    scores = (q @ k.transpose(-1, -2)).float() * D**-0.5  # [B, K, H/K, S]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    out = scores.softmax(-1).to(v.dtype) @ v  # [B, K, H/K, D]
+    return out.reshape(B, H, 1, D)
 
 
 class DecoderLayer(GradientCheckpointingLayer):
@@ -173,18 +204,23 @@ class DecoderLayer(GradientCheckpointingLayer):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def attention_mask_4d(padding_mask: torch.Tensor | None, B: int, T: int, S: int, device) -> torch.Tensor:
-    """Boolean [B, 1, T, S] mask: query t (at absolute index S-T+t) sees keys <= itself that are not padding.
+def attention_mask_4d(padding_mask: torch.Tensor | None, B: int, T: int, start: int, S: int, device):
+    """Boolean [B, 1, T, S] mask for queries at absolute positions start..start+T-1 over S keys:
+    a query sees keys at or before itself that are not padding. Keys past the last written one
+    (an unfilled KV cache) are excluded by causality.
 
     Each query always sees itself, so a padding query never has an empty row (SDPA would return NaN);
     its output is meaningless and ignored downstream.
     """
-    query_index = torch.arange(S - T, S, device=device)[:, None]  # [T, 1]
+    query_index = torch.arange(start, start + T, device=device)[:, None]  # [T, 1]
     key_index = torch.arange(S, device=device)[None, :]  # [1, S]
     causal = key_index <= query_index  # [T, S]
     if padding_mask is None:
         return causal[None, None].expand(B, 1, T, S)
-    visible = causal[None] & padding_mask[:, None, :S].bool()  # [B, T, S]
+    padding_mask = padding_mask[:, :S].bool()
+    if padding_mask.shape[1] < S:
+        padding_mask = F.pad(padding_mask, (0, S - padding_mask.shape[1]))
+    visible = causal[None] & padding_mask[:, None, :]  # [B, T, S]
     visible = visible | (key_index == query_index)[None]
     return visible[:, None]
 
@@ -244,13 +280,16 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
         B, T, _ = x.shape
-        S = cache_start + T
+        S = cache_start + T  # tokens so far
         if attention_mask is not None and attention_mask.shape[-1] < S:
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, need {S}")
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, B, T, S, x.device)
         cos, sin = self.rotary_emb(position_ids, x.dtype)
-        mask = attention_mask_4d(attention_mask, B, T, S, x.device)
+        # With a cache, attend over its whole preallocated length: the buffer is contiguous, so
+        # the attention matmuls read it in place instead of copying a [:S] slice every step.
+        keys = kv_cache.max_len if kv_cache is not None else S
+        mask = attention_mask_4d(attention_mask, B, T, cache_start, keys, x.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache, cache_start)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x))

@@ -1,0 +1,167 @@
+"""Best-of-K sampling throughput: Paddock's engine vs transformers `generate` on SmolLM2-135M.
+
+The rejection-sampling workload of DESIGN.md §8: 16 prompts (~64 tokens each) x 8 samples, 64 new
+tokens, temperature 1.0, no top-k/top-p cut, EOS stops a row. Both sides get the same model
+weights, prompts and precision. Throughput counts generated tokens up to and including EOS.
+
+    python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile]
+
+Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transformers tokens/s, same
+precision, the first dtype) and `best_speedup` (each side at its best dtype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from alignment import load_model, load_tokenizer
+from alignment.base_model.default_models import prepare
+from alignment.base_model.generation import SamplingConfig, generate, left_pad
+from common import alternate, machine, median, print_summary, print_table
+
+TOPICS = [
+    "why the sky looks blue during the day and red at sunset",
+    "how a refrigerator keeps food cold using a compressor",
+    "the difference between weather and climate for a school report",
+    "how to start learning to play the guitar as an adult",
+    "what photosynthesis does for plants and for the air we breathe",
+    "how compound interest makes savings grow over many years",
+    "why regular sleep matters for memory and concentration",
+    "how vaccines train the immune system to recognise a virus",
+    "the main causes of the French Revolution in simple terms",
+    "how to write a clear and polite email asking for a deadline extension",
+    "how bees communicate the location of flowers to each other",
+    "what a binary search does and why it is fast on sorted lists",
+    "how tides are caused by the moon and the sun",
+    "tips for keeping houseplants healthy during a dry winter",
+    "how an electric car battery is charged and what limits its range",
+    "why the Roman Empire built so many roads and aqueducts",
+]
+
+
+def build_prompts(tokenizer) -> list[list[int]]:
+    prompts = []
+    for topic in TOPICS:
+        question = (
+            f"I am preparing a short talk for a community evening class and I need help with one part. "
+            f"Please explain {topic}. Keep the answer friendly and easy to follow."
+        )
+        messages = [{"role": "user", "content": question}]
+        prompts.append(
+            list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+        )
+    return prompts
+
+
+def count_tokens(responses: torch.Tensor, eos_id: int) -> int:
+    """Generated tokens per row up to and including the first EOS, summed."""
+    is_eos = responses == eos_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, responses.shape[1])
+    return int(first.sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time Paddock with a compiled decode step"
+    )
+    args = parser.parse_args()
+
+    path = prepare()
+    tokenizer = load_tokenizer(path)
+    eos = tokenizer.eos_token_id
+    prompts = build_prompts(tokenizer)
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    print(f"machine: {machine()}")
+    print(
+        f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} tokens) x {args.samples} "
+        f"samples, {args.new_tokens} new tokens, temperature 1.0"
+    )
+
+    rows, tokens_per_s = [], {}
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        ours = load_model(path, dtype=dtype).eval()
+        theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        seeds = iter(range(10_000))
+
+        def paddock(compile_step=False, ours=ours):
+            cfg = SamplingConfig(
+                max_new_tokens=args.new_tokens,
+                temperature=1.0,
+                n=args.samples,
+                eos_token_ids=(eos,),
+                pad_token_id=tokenizer.pad_token_id,
+                seed=next(seeds),
+                compile=compile_step,
+            )
+            start = time.perf_counter()
+            out = generate(ours, input_ids, attention_mask, cfg)
+            seconds = time.perf_counter() - start
+            return {"tokens": int(out.response_mask.sum()), "seconds": seconds}
+
+        def transformers(theirs=theirs):
+            torch.manual_seed(next(seeds))
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = theirs.generate(
+                    input_ids,
+                    attention_mask=attention_mask,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                    num_return_sequences=args.samples,
+                    max_new_tokens=args.new_tokens,
+                    eos_token_id=eos,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            seconds = time.perf_counter() - start
+            return {"tokens": count_tokens(out[:, input_ids.shape[1] :], eos), "seconds": seconds}
+
+        contenders = {f"paddock {dtype_name}": paddock, f"transformers {dtype_name}": transformers}
+        if args.compile:
+            start = time.perf_counter()
+            paddock(compile_step=True)
+            compile_seconds = time.perf_counter() - start
+            print(f"compile + first run ({dtype_name}): {compile_seconds:.1f}s (not counted below)")
+            contenders[f"paddock {dtype_name} compiled"] = lambda: paddock(compile_step=True)
+        print(f"\n[{dtype_name}] warm-up")
+        for run in contenders.values():
+            run()
+        results = alternate(contenders, args.repeats)
+        for name, runs in results.items():
+            rate = median([{"r": r["tokens"] / r["seconds"]} for r in runs], "r")
+            tokens_per_s[name] = rate
+            rows.append(
+                [name, f"{median(runs, 'tokens'):.0f}", f"{median(runs, 'seconds'):.2f}", f"{rate:.1f}"]
+            )
+        del ours, theirs
+
+    print()
+    print_table(["contender", "tokens (median)", "seconds (median)", "tokens/s (median)"], rows)
+    first = args.dtypes.split(",")[0]
+    speedup = tokens_per_s[f"paddock {first}"] / tokens_per_s[f"transformers {first}"]
+    best_ours = max(v for k, v in tokens_per_s.items() if k.startswith("paddock"))
+    best_theirs = max(v for k, v in tokens_per_s.items() if k.startswith("transformers"))
+    print_summary(
+        {
+            "benchmark": "generation",
+            "dtype": first,
+            "speedup": round(speedup, 2),
+            "best_speedup": round(best_ours / best_theirs, 2),
+            "tokens_per_s": {k: round(v, 1) for k, v in tokens_per_s.items()},
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
