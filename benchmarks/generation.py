@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
+
 from common import alternate, machine, median, print_summary, print_table
 
 TOPICS = [
@@ -93,7 +94,7 @@ def main() -> None:
         theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
         seeds = iter(range(10_000))
 
-        def paddock(compile_step=False, ours=ours):
+        def paddock(compile_step=False, ours=ours, seeds=seeds):
             cfg = SamplingConfig(
                 max_new_tokens=args.new_tokens,
                 temperature=1.0,
@@ -108,7 +109,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             return {"tokens": int(out.response_mask.sum()), "seconds": seconds}
 
-        def transformers(theirs=theirs):
+        def transformers(theirs=theirs, seeds=seeds):
             torch.manual_seed(next(seeds))
             start = time.perf_counter()
             with torch.no_grad():
