@@ -159,8 +159,12 @@ def test_inverse_cdf_sampling_frequencies():
     give 0, 0, 1, 1, 2, 2, and 40 000 random draws land within 1 % of the probabilities."""
     probs = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
     u = torch.tensor([0.0, 0.49, 0.5, 0.79, 0.8, 0.999])[:, None]
-    assert inverse_cdf_sample(probs.expand(6, 4), u).tolist() == [0, 0, 1, 1, 2, 2]
-    draws = inverse_cdf_sample(probs.expand(40_000, 4), torch.rand(40_000, 1, dtype=torch.float64))
+    tokens, logprobs = inverse_cdf_sample(probs.expand(6, 4), u)
+    assert tokens.tolist() == [0, 0, 1, 1, 2, 2]
+    torch.testing.assert_close(logprobs, torch.tensor([0.5, 0.5, 0.3, 0.3, 0.2, 0.2]).log())
+    # Unnormalised weights give the same draws: 2 * probs.
+    assert inverse_cdf_sample(2 * probs.expand(6, 4), u)[0].tolist() == [0, 0, 1, 1, 2, 2]
+    draws, _ = inverse_cdf_sample(probs.expand(40_000, 4), torch.rand(40_000, 1, dtype=torch.float64))
     freq = torch.bincount(draws, minlength=4).float() / 40_000
     torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
     assert freq[3] == 0

@@ -35,6 +35,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
+from alignment.base_model import kernels
 from alignment.base_model.kv_cache import KVCache
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -47,10 +48,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 whatever the input precision: bf16 sums of squares lose too much.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # Normalised in fp32 whatever the input precision: bf16 sums of squares lose too much.
+        out = kernels.rms_norm(x, self.weight, self.eps)
+        if torch.is_autocast_enabled(out.device.type):
+            # Cast once here: autocast would otherwise cast (and keep for backward) a separate
+            # copy for each linear reading this output (q, k, v; gate, up).
+            out = out.to(torch.get_autocast_dtype(out.device.type))
+        return out
 
 
 def rope_inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
@@ -100,17 +104,6 @@ class RotaryEmbedding(nn.Module):
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, heads, T, D]; cos, sin [B, T, D]."""
-    cos, sin = cos[:, None], sin[:, None]
-    return x * cos + rotate_half(x) * sin
-
-
 class SwiGLU(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -122,7 +115,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Attention(nn.Module):
@@ -147,10 +140,16 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, D]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = kernels.apply_rope(q, cos, sin), kernels.apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, cache_start)  # [B, K, S, D]
-        if T == 1:
+        if mask is None:
+            # Unpadded, uncached (training): SDPA's own causal masking saves building, casting
+            # and storing a [B, 1, T, S] mask per layer for the backward pass.
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
+            )
+        elif T == 1:
             out = decode_attention(q, k, v, mask)
         elif self.n_kv_heads != self.n_heads:
             out = grouped_attention(q, k, v, mask)
@@ -289,20 +288,34 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
         # With a cache, attend over its whole preallocated length: the buffer is contiguous, so
         # the attention matmuls read it in place instead of copying a [:S] slice every step.
         keys = kv_cache.max_len if kv_cache is not None else S
-        mask = attention_mask_4d(attention_mask, B, T, cache_start, keys, x.device)
+        mask = None
+        if attention_mask is not None or kv_cache is not None:
+            mask = attention_mask_4d(attention_mask, B, T, cache_start, keys, x.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache, cache_start)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-    """Next-token cross-entropy; labels -100 are ignored. Mean over counted tokens, or over
-    `num_items_in_batch` when the Trainer passes it (correct gradient accumulation)."""
+    """Next-token cross-entropy from full logits; labels -100 are ignored. Mean over counted
+    tokens, or over `num_items_in_batch` when the Trainer passes it (exact gradient accumulation)."""
     shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
     shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
     if num_items_in_batch is None:
         return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    return total / num_items_in_batch
+
+
+def fused_causal_lm_loss(
+    hidden: torch.Tensor, lm_head: nn.Linear, labels: torch.Tensor, num_items_in_batch=None
+):
+    """The same loss straight from hidden states [B, T, C]: the LM head and the cross-entropy walk
+    the tokens in chunks, so the [B*T, V] logits (and their gradient) never exist at once."""
+    hidden, targets = hidden[:, :-1], labels[:, 1:].to(hidden.device)
+    if num_items_in_batch is None:
+        return kernels.fused_linear_cross_entropy(hidden, lm_head.weight, targets, lm_head.bias)
+    total = kernels.fused_linear_cross_entropy(hidden, lm_head.weight, targets, lm_head.bias, reduction="sum")
     return total / num_items_in_batch
 
 
@@ -313,6 +326,7 @@ class PaddockLlamaForCausalLM(PaddockPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = PaddockLlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.fused_loss = True
         self._save_as("LlamaForCausalLM")
         self.post_init()
 
@@ -334,6 +348,12 @@ class PaddockLlamaForCausalLM(PaddockPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         hidden = self.model(input_ids, attention_mask, position_ids, inputs_embeds, kv_cache, cache_start)
         hidden = hidden.last_hidden_state  # [B, T, C]
+        # A plain nn.Linear head (not LoRA-wrapped or quantised) can fuse into the loss; the
+        # logits are then not returned. Set `model.fused_loss = False` to get both.
+        if labels is not None and self.fused_loss and type(self.lm_head) is nn.Linear:
+            return CausalLMOutputWithPast(
+                loss=fused_causal_lm_loss(hidden, self.lm_head, labels, num_items_in_batch)
+            )
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)  # [B, T, V]
