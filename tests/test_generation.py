@@ -168,3 +168,11 @@ def test_inverse_cdf_sampling_frequencies():
     freq = torch.bincount(draws, minlength=4).float() / 40_000
     torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
     assert freq[3] == 0
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_eager_tokens():
+    _, ours = twins()
+    eager = generate_from_tokens(ours, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0))
+    compiled = generate_from_tokens(ours, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0, compile=True))
+    assert torch.equal(compiled.sequences, eager.sequences)

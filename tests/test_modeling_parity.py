@@ -227,3 +227,50 @@ def test_peft_lora_wraps_the_model():
     trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert all(p.grad is not None for n, p in wrapped.named_parameters() if p.requires_grad)
+
+
+def test_tuned_kernels_give_the_reference_path_results():
+    """The whole model with tuned kernels against the same model forced onto the plain-torch ops."""
+    from alignment.base_model import kernels
+
+    _, ours = twin_models("gqa-tied")
+    input_ids, mask = random_batch()
+    labels = input_ids.masked_fill(mask == 0, -100)
+    tuned = ours(input_ids, attention_mask=mask, labels=labels).loss
+    tuned.backward()
+    tuned_grads = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    with kernels.use_reference_kernels():
+        reference = ours(input_ids, attention_mask=mask, labels=labels).loss
+        reference.backward()
+    torch.testing.assert_close(tuned, reference, atol=1e-6, rtol=1e-6)
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(tuned_grads[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_fused_loss_equals_the_loss_from_full_logits():
+    _, ours = twin_models("mha-untied")
+    input_ids, _ = random_batch(left_pad=(0, 0, 0))
+    labels = input_ids.clone()
+    labels[0, :5] = -100
+    fused = ours(input_ids, labels=labels)
+    assert fused.logits is None  # the point: no [tokens x vocab] tensor
+    fused.loss.backward()
+    fused_grads = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    ours.fused_loss = False
+    plain = ours(input_ids, labels=labels)
+    assert plain.logits.shape == (*input_ids.shape, TINY_VOCAB)
+    plain.loss.backward()
+    torch.testing.assert_close(fused.loss, plain.loss, atol=1e-6, rtol=1e-6)
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(fused_grads[name], param.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_bf16_autocast_loss_matches_transformers():
+    reference, ours = twin_models("gqa-tied")
+    input_ids, _ = random_batch(left_pad=(0, 0, 0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(input_ids, labels=input_ids).loss
+        got = ours(input_ids, labels=input_ids).loss
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)

@@ -42,9 +42,13 @@ class KVCache:
             param.device,
         )
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int | torch.Tensor):
         """Write k, v [B, K, T, D] at positions start..start+T; return the whole buffers
         [B, K, max_len, D]. Positions not yet written are hidden by the causal mask."""
+        if isinstance(start, torch.Tensor):  # decode mode: one position, given as a tensor
+            self.keys[layer].index_copy_(2, start.view(1), k)
+            self.values[layer].index_copy_(2, start.view(1), v)
+            return self.keys[layer], self.values[layer]
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")

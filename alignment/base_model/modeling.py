@@ -274,11 +274,23 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
         cache_start: int = 0,
         **_unused,
     ) -> BaseModelOutputWithPast:
-        """attention_mask [B, S] covers cached and new tokens (S = cache_start + T); 1 = real token."""
+        """attention_mask [B, S] covers cached and new tokens (S = cache_start + T); 1 = real token.
+
+        Decode mode, for the generation engine: `cache_start` a 0-dim tensor, one new token per
+        row, attention_mask [B, kv_cache.max_len] with the new token's slot set and later slots 0.
+        Every shape is then the same from step to step, so a compiled step never recompiles.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
         B, T, _ = x.shape
+        if isinstance(cache_start, torch.Tensor):
+            position_ids = attention_mask.sum(-1, keepdim=True) - 1  # [B, 1]
+            cos, sin = self.rotary_emb(position_ids, x.dtype)
+            mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, max_len]
+            for layer in self.layers:
+                x = layer(x, cos, sin, mask, kv_cache, cache_start)
+            return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
         S = cache_start + T  # tokens so far
         if attention_mask is not None and attention_mask.shape[-1] < S:
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, need {S}")
