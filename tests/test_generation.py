@@ -174,5 +174,7 @@ def test_inverse_cdf_sampling_frequencies():
 def test_compiled_decode_step_gives_the_eager_tokens():
     _, ours = twins()
     eager = generate_from_tokens(ours, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0))
-    compiled = generate_from_tokens(ours, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0, compile=True))
+    compiled = generate_from_tokens(
+        ours, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0, compile=True)
+    )
     assert torch.equal(compiled.sequences, eager.sequences)

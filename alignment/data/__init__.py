@@ -1,0 +1,1 @@
+"""Preference, SFT and RL-prompt data: records, adapters, mixtures, chat formats."""
