@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=0)
     chat.add_argument("--dtype", default="float32")
     chat.set_defaults(func=cmd_chat)
+
+    from alignment.recipes.commands import add_commands as add_recipe_commands
+
+    add_recipe_commands(commands)
     return parser
 
 

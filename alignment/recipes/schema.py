@@ -1,0 +1,392 @@
+"""The recipe schema: what a recipe file may say, with a help line for every field.
+
+A recipe is a run name, a base model, and an ordered list of stages (SFT, reward models, rejection
+sampling, PPO, ...). Each stage module owns its own config dataclass and registers it here with
+`@register_stage("sft")`; a recipe's `stages` entries are parsed by looking up their `type`. That
+keeps this file about the shape shared by all stages, and lets a new stage arrive without editing it.
+
+Everything that can be checked without compute is checked here: types, allowed values, mixtures,
+stage names and the `init_from` chain. A recipe that loads is a recipe that can start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Literal
+
+from alignment.base_model.default_models import DEFAULT_MODELS
+from alignment.data.mixtures import KEYS as MIXTURE_KEYS
+from alignment.data.mixtures import PAPER_MIXTURES
+from alignment.recipes.config import RecipeError, at, closest, describe, join, nested_dataclasses, setting
+
+# Modules that define stage configs; imported (so their `register_stage` runs) before a recipe is
+# parsed or the schema is documented. Stage modules add their dotted module name here.
+STAGE_MODULES: tuple[str, ...] = ()
+
+STAGES: dict[str, type] = {}
+
+# Stage and run names become directories, and overrides address stages by name (`stages.sft.x=1`).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def register_stage(stage_type: str):
+    """Class decorator for a stage's config dataclass (a `StageConfig` subclass): recipes select it
+    with `type: <stage_type>`."""
+
+    def register(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, StageConfig)):
+            raise TypeError(f"register_stage({stage_type!r}): {cls!r} is not a StageConfig subclass")
+        if stage_type in STAGES and STAGES[stage_type] is not cls:
+            raise TypeError(f"stage type {stage_type!r} is already registered by {STAGES[stage_type]!r}")
+        if not NAME.fullmatch(stage_type):
+            raise TypeError(f"stage type {stage_type!r} must match {NAME.pattern}")
+        cls.stage_type = stage_type
+        STAGES[stage_type] = cls
+        return cls
+
+    return register
+
+
+def ensure_stages_registered() -> dict[str, type]:
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+    return STAGES
+
+
+def check_name(value: str, pattern: re.Pattern, path: str) -> None:
+    if not pattern.fullmatch(value):
+        raise RecipeError(
+            f"{path}: {value!r} is not a valid name (letters, digits, '_' and '-'; "
+            "it becomes a directory name)",
+            path,
+        )
+
+
+def check_range(value, path: str, low=None, high=None, high_open=False) -> None:
+    """`low <= value <= high` (or `< high` when `high_open`); None bounds are unchecked."""
+    too_low = low is not None and value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}"
+        bounds += ")" if high_open or high is None else "]"
+        raise RecipeError(f"{path}: {value} is out of range {bounds}", path)
+
+
+@dataclass(kw_only=True)
+class LoraConfig:
+    """Low-rank adapters (PEFT) instead of full fine-tuning; the base weights stay frozen."""
+
+    r: int = setting("Adapter rank.", default=16)
+    alpha: int = setting(
+        "LoRA scaling numerator (`lora_alpha`); the update is scaled by alpha / r.", default=32
+    )
+    dropout: float = setting("Dropout on the adapter input.", default=0.05)
+    target_modules: list[str] = setting(
+        "Linear layers that get adapters (Llama names).", default_factory=lambda: list(LORA_TARGETS)
+    )
+
+    def check_config(self, path: str) -> None:
+        check_range(self.r, join(path, "r"), low=1)
+        check_range(self.alpha, join(path, "alpha"), low=1)
+        check_range(self.dropout, join(path, "dropout"), low=0, high=1, high_open=True)
+        if not self.target_modules:
+            raise RecipeError(f"{join(path, 'target_modules')}: name at least one module", path)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The base model every stage starts from unless it says otherwise."""
+
+    name_or_path: str = setting(
+        "A named default model (`paddock models list`) or a local Hugging Face Llama-family checkpoint.",
+        default="smollm2-135m",
+    )
+    precision: Literal["fp32", "bf16-autocast", "bf16"] = setting(
+        "`fp32` weights and math; `bf16-autocast`: fp32 weights, bf16 matmuls (fast on CPUs with AMX "
+        "and on GPUs); `bf16`: bf16 weights too (half the memory, less exact).",
+        default="bf16-autocast",
+    )
+    lora: LoraConfig | None = setting(
+        "LoRA adapters for trained models; null trains all weights.", default=None
+    )
+    qlora: bool = setting(
+        "Load the frozen base in 4-bit NF4 via bitsandbytes (QLoRA); needs `lora`.", default=False
+    )
+    trust_remote_code: bool = setting(
+        "Let transformers run Python code shipped with the checkpoint. Off unless you trust its source.",
+        default=False,
+    )
+    merge_lora: bool = setting(
+        "Also write merged full weights next to each adapter (loads without PEFT); needs `lora`.",
+        default=False,
+    )
+
+    def check_config(self, path: str) -> None:
+        for flag in ("qlora", "merge_lora"):
+            if getattr(self, flag) and self.lora is None:
+                where = join(path, flag)
+                raise RecipeError(f"{where}: needs LoRA; add `lora: {{}}` (defaults) at {at(path)}", where)
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    """Where metrics go besides each stage's `metrics.jsonl`, and how often."""
+
+    report_to: list[Literal["tensorboard", "wandb", "none"]] = setting(
+        "Metric sinks in addition to metrics.jsonl: tensorboard, wandb, or [none].",
+        default_factory=lambda: ["tensorboard"],
+    )
+    log_every: int = setting("Log training metrics every this many optimizer steps.", default=10)
+    progress: bool = setting("Show progress bars with rate and ETA.", default=True)
+
+    def check_config(self, path: str) -> None:
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise RecipeError(f"{join(path, 'report_to')}: 'none' cannot be combined with other sinks", path)
+        check_range(self.log_every, join(path, "log_every"), low=1)
+
+
+@dataclass(kw_only=True)
+class SourceConfig:
+    """One dataset: a local JSONL/JSON/Parquet file or a saved `datasets` directory, read by an adapter."""
+
+    path: str = setting("File or directory to read.")
+    adapter: str = setting(
+        "Schema of the source: llama2, trl, hh-rlhf, pku-saferlhf, ultrafeedback, shp, ...",
+        default="llama2",
+    )
+    name: str | None = setting(
+        "Key of this source in `mixture` and in reports; defaults to the file name without extension.",
+        default=None,
+        doc_default="default: file name without extension",
+    )
+    split: str | None = setting("Split to read from a saved `datasets` DatasetDict.", default=None)
+    on_error: Literal["raise", "skip"] = setting(
+        "Bad rows: `raise` stops with file, line and field; `skip` counts them and sets them aside.",
+        default="raise",
+    )
+    options: dict = setting("Adapter-specific options, passed through to the adapter.", default_factory=dict)
+    category: Literal["helpfulness", "safety"] | None = setting(
+        "Category for every record of this source; null keeps what the adapter reports.", default=None
+    )
+
+    def __post_init__(self) -> None:
+        if self.name is None:
+            self.name = PurePath(self.path.rstrip("/\\") or self.path).stem
+
+    def check_config(self, path: str) -> None:
+        if not self.path:
+            raise RecipeError(f"{join(path, 'path')}: must not be empty", path)
+
+
+def check_mixture(spec: dict[str, dict], sources: list[SourceConfig], path: str) -> None:
+    """Per-source mixture entries as `alignment.data.mixtures.build_mixture` reads them; every source
+    must be named, so nothing listed is dropped silently."""
+    names = [s.name for s in sources]
+    for name, entry in spec.items():
+        where = join(path, name)
+        if name not in names:
+            raise RecipeError(
+                f"{where}: no source named {name!r}{closest(name, names)}; sources: {names}", where
+            )
+        for key in entry:
+            if key not in MIXTURE_KEYS:
+                raise RecipeError(f"unknown key {key!r} at {where}{closest(str(key), MIXTURE_KEYS)}", where)
+        given = [k for k in ("count", "fraction", "ratio") if k in entry]
+        if len(given) != 1:
+            raise RecipeError(f"{where}: give exactly one of count, fraction, ratio", where)
+        for key in ("anchor", "replace"):
+            if key in entry and not isinstance(entry[key], bool):
+                raise RecipeError(f"{join(where, key)}: expected bool, got {describe(entry[key])}", where)
+        amount = entry[given[0]]
+        kind = int if given[0] == "count" else (int, float)
+        if isinstance(amount, bool) or not isinstance(amount, kind) or amount < 0:
+            expected = "a non-negative int" if given[0] == "count" else "a non-negative number"
+            raise RecipeError(f"{join(where, given[0])}: expected {expected}, got {describe(amount)}", where)
+        if entry.get("anchor") and "ratio" not in entry:
+            raise RecipeError(f"{where}: an anchor source needs a ratio", where)
+    missing = [n for n in names if n not in spec]
+    if missing:
+        raise RecipeError(
+            f"{path}: source(s) {', '.join(missing)} not in the mixture (give each a share)", path
+        )
+    anchors = [name for name, entry in spec.items() if entry.get("anchor")]
+    if len(anchors) > 1:
+        raise RecipeError(f"{path}: at most one anchor source, got {', '.join(anchors)}", path)
+    if any("ratio" in entry for entry in spec.values()) and not anchors:
+        raise RecipeError(f"{path}: ratios need one source marked `anchor: true`", path)
+
+
+def check_unique_names(sources: list[SourceConfig], path: str) -> None:
+    seen = set()
+    for i, source in enumerate(sources):
+        if source.name in seen:
+            where = join(join(path, i), "name")
+            raise RecipeError(
+                f"{where}: duplicate source name {source.name!r}; set `name` to tell them apart", where
+            )
+        seen.add(source.name)
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """A stage's data: sources, how to mix them, and the held-out test set."""
+
+    sources: list[SourceConfig] = setting("Training sources (at least one).")
+    mixture: dict[str, dict] | str | None = setting(
+        "How to mix the sources: per source name one of `count` / `fraction` / `ratio` (plus `anchor`, "
+        f"`replace`), or a preset ({', '.join(PAPER_MIXTURES)}); null concatenates all sources.",
+        default=None,
+    )
+    test_sources: list[SourceConfig] = setting(
+        "Held-out test sets; if empty, `test_fraction` of the training data is held out, split by prompt.",
+        default_factory=list,
+    )
+    test_fraction: float = setting(
+        "Share of training prompts held out when no `test_sources` are given (no prompt on both sides).",
+        default=0.05,
+    )
+    max_rows: int | None = setting(
+        "Cap on training rows after mixing (quick runs); null = all.", default=None
+    )
+
+    def check_config(self, path: str) -> None:
+        if not self.sources:
+            raise RecipeError(f"{join(path, 'sources')}: give at least one source", path)
+        check_unique_names(self.sources, join(path, "sources"))
+        check_unique_names(self.test_sources, join(path, "test_sources"))
+        where = join(path, "mixture")
+        if isinstance(self.mixture, str) and self.mixture not in PAPER_MIXTURES:
+            hint = closest(self.mixture, PAPER_MIXTURES)
+            raise RecipeError(
+                f"{where}: unknown preset {self.mixture!r}{hint}; presets: {', '.join(PAPER_MIXTURES)}", where
+            )
+        if isinstance(self.mixture, dict):
+            check_mixture(self.mixture, self.sources, where)
+        check_range(self.test_fraction, join(path, "test_fraction"), low=0, high=1, high_open=True)
+        if self.max_rows is not None:
+            check_range(self.max_rows, join(path, "max_rows"), low=1)
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """Fields every stage has. Stage modules subclass this and register with `@register_stage`."""
+
+    type: str = setting(
+        "Stage type; selects the stage's config and runner.", default="", doc_default="required"
+    )
+    name: str = setting(
+        "Stage name, unique in the recipe: its directory under the run, and what `init_from` refers to. "
+        "Defaults to `type`.",
+        default="",
+        doc_default="default: the stage's `type`",
+    )
+    init_from: str | None = setting(
+        "Model to start from: an earlier stage's name or a checkpoint path. Default: the previous "
+        "stage's model (the recipe's `model` for the first stage).",
+        default=None,
+    )
+    data: DataConfig | None = setting("The stage's data.", default=None)
+
+    def __post_init__(self) -> None:
+        registered = getattr(self.__class__, "stage_type", None)
+        if not self.type and registered:
+            self.type = registered
+        if not self.name:
+            self.name = self.type
+
+    @classmethod
+    def config_subclass(cls, data: dict, path: str) -> type:
+        kind = data.get("type", getattr(cls, "stage_type", None))
+        where = join(path, "type")
+        if kind is None:
+            raise RecipeError(
+                f"missing required key 'type' at {at(path)} (one of: {registered_types()})", path
+            )
+        if not isinstance(kind, str):
+            raise RecipeError(f"{where}: expected str, got {describe(kind)}", where)
+        if cls is not StageConfig:  # parsing a concrete stage config directly
+            if kind != cls.stage_type:
+                raise RecipeError(f"{where}: {kind!r} given for a {cls.stage_type!r} stage config", where)
+            return cls
+        if kind not in STAGES:
+            hint = closest(kind, STAGES)
+            raise RecipeError(
+                f"{where}: unknown stage type {kind!r}{hint}; registered: {registered_types()}", where
+            )
+        return STAGES[kind]
+
+    def check_config(self, path: str) -> None:
+        check_name(self.name, NAME, join(path, "name"))
+
+
+def registered_types() -> str:
+    return ", ".join(sorted(STAGES)) or "none"
+
+
+def looks_like_path(value: str) -> bool:
+    return any(sep in value for sep in "/\\") or value.startswith((".", "~")) or os.path.exists(value)
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """A whole run: the base model and the ordered stages; artifacts go to `<output_dir>/<run_name>/`."""
+
+    run_name: str = setting("Name of the run; its directory under `output_dir`.")
+    output_dir: str = setting("Directory that holds run directories.", default="runs")
+    seed: int = setting("Seed for data order, sampling and initialisation.", default=0)
+    model: ModelConfig = setting("The base model.", default_factory=ModelConfig)
+    stages: list[StageConfig] = setting(
+        "The stages, run in order; each is selected by its `type`. Common fields are listed under "
+        "StageConfig, per-type fields under each stage type.",
+    )
+    logging: LoggingConfig = setting("Metric sinks and progress display.", default_factory=LoggingConfig)
+
+    def check_config(self, path: str) -> None:
+        check_name(self.run_name, RUN_NAME, join(path, "run_name"))
+        if not self.stages:
+            raise RecipeError(f"{join(path, 'stages')}: give at least one stage", path)
+        names: list[str] = []
+        for i, stage in enumerate(self.stages):
+            here = join(join(path, "stages"), i)
+            if stage.name in names:
+                where = join(here, "name")
+                raise RecipeError(
+                    f"{where}: duplicate stage name {stage.name!r}; give each {stage.type!r} stage a `name`",
+                    where,
+                )
+            check_init_from(stage, names, [s.name for s in self.stages[i:]], join(here, "init_from"))
+            names.append(stage.name)
+
+
+def check_init_from(stage: StageConfig, earlier: list[str], rest: list[str], where: str) -> None:
+    """`init_from` must name an earlier stage, a default model or a path: a later stage's output does
+    not exist yet when this one starts, and a bare word that is none of these is a misspelt name."""
+    value = stage.init_from
+    if value is None or value in earlier or value in DEFAULT_MODELS:
+        return
+    if value == stage.name:
+        raise RecipeError(f"{where}: a stage cannot start from itself", where)
+    if value in rest:
+        raise RecipeError(f"{where}: stage {value!r} does not run before {stage.name!r}", where)
+    if not looks_like_path(value):
+        known = ", ".join(earlier) or "none"
+        raise RecipeError(
+            f"{where}: {value!r} is neither an earlier stage ({known}) nor a path{closest(value, earlier)}; "
+            "write a relative path as ./" + value,
+            where,
+        )
+
+
+def schema_classes() -> list[type]:
+    """Every dataclass a recipe can contain: the recipe's own, then each registered stage's."""
+    ensure_stages_registered()
+    classes = nested_dataclasses(Recipe)
+    for kind in sorted(STAGES):
+        classes += [c for c in nested_dataclasses(STAGES[kind]) if c not in classes]
+    return classes
