@@ -1,0 +1,230 @@
+"""Adapters for the public preference datasets researchers already hold.
+
+Anthropic HH-RLHF, PKU-SafeRLHF, UltraFeedback (binarized) and Stanford SHP each encode the
+prompt, the two answers and the strength of preference differently; these map them onto the
+canonical PreferencePair, keeping whatever they do not interpret in `meta`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from alignment.data import adapters_base as base
+from alignment.data.adapters_base import Adapter
+from alignment.data.records import Message, PreferencePair
+from alignment.data.sources import DataError
+from alignment.errors import PaddockError
+
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_transcript(value, field: str) -> list[Message]:
+    """An HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as messages ending in an answer."""
+    if not isinstance(value, str):
+        raise base.wrong_type(field, "a transcript string", value)
+    if value.startswith(("Human:", "Assistant:")):
+        value = "\n\n" + value
+    parts = _TURN.split(value)
+    if parts[0].strip():
+        raise DataError("text before the first '\\n\\nHuman:' turn", field=field)
+    turns = [
+        {"role": "user" if role == "Human" else "assistant", "content": content.strip()}
+        for role, content in zip(parts[1::2], parts[2::2], strict=False)
+    ]
+    if not turns or turns[-1]["role"] != "assistant":
+        raise DataError("transcript does not end with an '\\n\\nAssistant:' turn", field=field)
+    return turns
+
+
+class HHRLHFAdapter(Adapter):
+    """Anthropic HH-RLHF: `chosen` and `rejected` transcripts sharing every turn but the last answer.
+
+    The subsets do not say what they measure, so the category is an option: `helpfulness` by
+    default, `category="safety"` for harmless-base (and red-team-derived) files.
+    """
+
+    name = "hh-rlhf"
+
+    def __init__(self, *, category: str = "helpfulness", source: str | None = None):
+        super().__init__(source=source)
+        self.category = base.category_option(category, self.name)
+
+    def convert(self, row: dict) -> list[PreferencePair]:
+        chosen = parse_transcript(base.required(row, "chosen"), "chosen")
+        rejected = parse_transcript(base.required(row, "rejected"), "rejected")
+        if chosen[:-1] != rejected[:-1]:
+            raise DataError("turns before the final Assistant turn differ from 'chosen'", field="rejected")
+        prompt = base.check_prompt(chosen[:-1], "chosen")
+        base.check_responses(chosen[-1]["content"], rejected[-1]["content"], "chosen", "rejected")
+        return [
+            PreferencePair(
+                prompt=prompt,
+                chosen=chosen[-1]["content"],
+                rejected=rejected[-1]["content"],
+                category=self.category,
+                source=self.source,
+                meta=base.extras(row, ("chosen", "rejected")),
+            )
+        ]
+
+
+_PER_RESPONSE = re.compile(r"response_([01])_(.+)")
+
+
+class PKUSafeRLHFAdapter(Adapter):
+    """PKU-SafeRLHF: two answers per prompt, ranked twice (more helpful, safer), each labelled safe or not.
+
+    One row gives a helpfulness pair (from `better_response_id`) and a safety pair (from
+    `safer_response_id`); `categories` picks which. Both pairs carry the safety labels, since
+    they are facts about the answers. Per-response columns (severity level, harm categories,
+    generating model, ...) are renamed `chosen_*`/`rejected_*` in `meta`.
+    """
+
+    name = "pku-saferlhf"
+    IDS = {"helpfulness": "better_response_id", "safety": "safer_response_id"}
+    USED = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe")
+
+    def __init__(self, *, categories: tuple[str, ...] = ("helpfulness", "safety"), source: str | None = None):
+        super().__init__(source=source)
+        if isinstance(categories, str):
+            categories = (categories,)
+        self.categories = tuple(dict.fromkeys(base.category_option(c, self.name) for c in categories))
+        if not self.categories:
+            raise PaddockError(f"adapter {self.name!r}: categories must name helpfulness and/or safety")
+
+    def convert(self, row: dict) -> list[PreferencePair]:
+        prompt = base.prompt_messages(base.required(row, "prompt"), "prompt")
+        answers = [base.text(row, "response_0"), base.text(row, "response_1")]
+        base.check_responses(answers[0], answers[1], "response_0", "response_1")
+        safe = [base.boolean(row, "is_response_0_safe"), base.boolean(row, "is_response_1_safe")]
+        pairs = []
+        for category in self.categories:
+            best = base.choice(row, self.IDS[category.value])
+            pairs.append(
+                PreferencePair(
+                    prompt=prompt,
+                    chosen=answers[best],
+                    rejected=answers[1 - best],
+                    category=category,
+                    source=self.source,
+                    chosen_safe=safe[best],
+                    rejected_safe=safe[1 - best],
+                    meta=self._meta(row, best),
+                )
+            )
+        return pairs
+
+    @staticmethod
+    def _meta(row: dict, best: int) -> dict:
+        meta = {}
+        for key, value in row.items():
+            m = _PER_RESPONSE.fullmatch(str(key))
+            if m:
+                meta[f"{'chosen' if int(m.group(1)) == best else 'rejected'}_{m.group(2)}"] = value
+            elif key not in PKUSafeRLHFAdapter.USED:
+                meta[key] = value
+        return meta
+
+
+class UltraFeedbackAdapter(Adapter):
+    """UltraFeedback binarized: `chosen`/`rejected` conversations (or strings) with GPT-4 scores.
+
+    The score gap sets the rating: by default gap >= 3 is significantly better, >= 2 better,
+    >= 1 slightly better, smaller (ties included) negligibly better / unsure. Scores are on a
+    1-10 scale, so a 3-point gap is a clear preference and ties are the "unsure" bucket.
+    """
+
+    name = "ultrafeedback"
+    DEFAULT_THRESHOLDS = (3.0, 2.0, 1.0)
+    USED = ("prompt", "chosen", "rejected", "messages")  # `messages` repeats `chosen`
+
+    def __init__(
+        self,
+        *,
+        thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
+        category: str = "helpfulness",
+        source: str | None = None,
+    ):
+        super().__init__(source=source)
+        self.thresholds = base.check_thresholds(thresholds, self.name)
+        self.category = base.category_option(category, self.name)
+
+    def convert(self, row: dict) -> list[PreferencePair]:
+        before_c, chosen = base.split_reply(row.get("chosen"), "chosen")
+        before_r, rejected = base.split_reply(row.get("rejected"), "rejected")
+        if before_c and before_r and before_c != before_r:
+            raise DataError("conversation before the reply differs from 'chosen'", field="rejected")
+        if before_c or before_r:
+            prompt = base.check_prompt(before_c or before_r, "chosen" if before_c else "rejected")
+        else:
+            prompt = base.prompt_messages(row.get("prompt"), "prompt")
+        base.check_responses(chosen, rejected, "chosen", "rejected")
+        score_chosen, score_rejected = base.number(row, "score_chosen"), base.number(row, "score_rejected")
+        if score_chosen < score_rejected:
+            raise DataError(
+                f"lower than score_rejected ({score_chosen:g} < {score_rejected:g})", field="score_chosen"
+            )
+        return [
+            PreferencePair(
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                category=self.category,
+                rating=base.rating_bucket(score_chosen - score_rejected, self.thresholds),
+                source=self.source,
+                meta=base.extras(row, self.USED),
+            )
+        ]
+
+
+class SHPAdapter(Adapter):
+    """Stanford SHP: a Reddit post (`history`) and two top-level comments, A and B.
+
+    `labels` is 1 when A is preferred. The rating comes from the score ratio (preferred / other):
+    by default >= 8 significantly better, >= 4 better, >= 2 slightly better, below 2 negligibly
+    better / unsure -- SHP's authors recommend trusting only pairs with ratio >= 2.
+    """
+
+    name = "shp"
+    DEFAULT_THRESHOLDS = (8.0, 4.0, 2.0)
+    USED = ("history", "human_ref_A", "human_ref_B")
+
+    def __init__(
+        self,
+        *,
+        thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
+        category: str = "helpfulness",
+        source: str | None = None,
+    ):
+        super().__init__(source=source)
+        self.thresholds = base.check_thresholds(thresholds, self.name)
+        self.category = base.category_option(category, self.name)
+
+    def convert(self, row: dict) -> list[PreferencePair]:
+        prompt = base.prompt_messages(base.text(row, "history"), "history")
+        a, b = base.text(row, "human_ref_A"), base.text(row, "human_ref_B")
+        base.check_responses(a, b, "human_ref_A", "human_ref_B")
+        a_preferred = base.choice(row, "labels") == 1
+        score_a, score_b = base.number(row, "score_A"), base.number(row, "score_B")
+        chosen, rejected, preferred, other = (
+            (a, b, score_a, score_b) if a_preferred else (b, a, score_b, score_a)
+        )
+        if preferred < other:
+            raise DataError(
+                f"prefers {'A' if a_preferred else 'B'}, whose score is lower ({preferred:g} < {other:g})",
+                field="labels",
+            )
+        # a non-positive score for the other comment (SHP itself has none) makes the ratio unbounded
+        ratio = 1.0 if preferred == other else preferred / other if other > 0 else math.inf
+        return [
+            PreferencePair(
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                category=self.category,
+                rating=base.rating_bucket(ratio, self.thresholds),
+                source=self.source,
+                meta=base.extras(row, self.USED),
+            )
+        ]
