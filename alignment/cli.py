@@ -55,6 +55,13 @@ def cmd_chat(args) -> None:
             return
 
 
+def cmd_run(args) -> None:
+    from alignment.pipeline import run_recipe
+
+    run_dir = run_recipe(args.recipe, args.overrides, only=args.stage)
+    print(f"results: {run_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paddock", description="Llama 2-Chat style RLHF and safety alignment"
@@ -85,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=0)
     chat.add_argument("--dtype", default="float32")
     chat.set_defaults(func=cmd_chat)
+
+    run = commands.add_parser("run", help="run a recipe's stages (resumes unfinished, skips finished)")
+    run.add_argument("recipe", help="recipe YAML file")
+    run.add_argument("overrides", nargs="*", help="overrides like stages.sft.learning_rate=1e-5")
+    run.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    run.set_defaults(func=cmd_run)
 
     from alignment.recipes.commands import add_commands as add_recipe_commands
 

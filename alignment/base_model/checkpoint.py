@@ -148,7 +148,12 @@ def check_weights_match(path: Path, model_cls, config) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, head: str = "causal_lm", dtype="float32", device="cpu", trust_remote_code: bool = False
+    path: str | Path,
+    head: str = "causal_lm",
+    dtype="float32",
+    device="cpu",
+    trust_remote_code: bool = False,
+    quantization_config=None,
 ):
     """Load a local HF Llama-family checkpoint into Paddock's model with the requested head."""
     from transformers import LlamaConfig
@@ -163,16 +168,18 @@ def load_checkpoint(
     model_cls = HEADS[head]
     if "quantization_config" not in raw:
         check_weights_match(path, model_cls, config)
+    extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
     model, info = model_cls.from_pretrained(
         path,
         config=config,
         dtype=resolve_dtype(dtype),
         output_loading_info=True,
         trust_remote_code=trust_remote_code,
+        **extra,
     )
     if head != "causal_lm" and any(k in HEAD_KEYS[head] for k in info["missing_keys"]):
         log.info("%s: no %s head in the checkpoint; initialised a new one", path, head)
-    return model.to(device)
+    return model if quantization_config is not None else model.to(device)
 
 
 def publish_dir(tmp: Path, final: Path) -> Path:

@@ -32,6 +32,8 @@ class KVCache:
         # The embedding, not the first parameter: under PEFT that may be an fp32 adapter weight.
         param = model.get_input_embeddings().weight
         dtype = param.dtype if param.dtype.is_floating_point else torch.float32
+        if torch.is_autocast_enabled(param.device.type):  # keys/values come out of bf16 matmuls
+            dtype = torch.get_autocast_dtype(param.device.type)
         return cls(
             config.num_hidden_layers,
             batch_size,
@@ -45,6 +47,7 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int | torch.Tensor):
         """Write k, v [B, K, T, D] at positions start..start+T; return the whole buffers
         [B, K, max_len, D]. Positions not yet written are hidden by the causal mask."""
+        k, v = k.to(self.keys[layer].dtype), v.to(self.values[layer].dtype)
         if isinstance(start, torch.Tensor):  # decode mode: one position, given as a tensor
             self.keys[layer].index_copy_(2, start.view(1), k)
             self.values[layer].index_copy_(2, start.view(1), v)

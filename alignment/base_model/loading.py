@@ -27,6 +27,7 @@ def load_model(
     dtype="float32",
     device="cpu",
     trust_remote_code: bool = False,
+    quantization_config=None,
 ):
     """Load a Llama-family model with Paddock's architecture.
 
@@ -37,9 +38,15 @@ def load_model(
             `value` (one scalar per token). A missing reward/value head is freshly initialised.
         dtype: `float32`, `bfloat16`, `float16` or a torch dtype.
         device: where to put the weights.
+        quantization_config: e.g. a bitsandbytes 4-bit config for QLoRA.
     """
     return load_checkpoint(
-        resolve(name_or_path), head=head, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        resolve(name_or_path),
+        head=head,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        quantization_config=quantization_config,
     )
 
 

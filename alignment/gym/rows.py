@@ -1,0 +1,263 @@
+"""One row of each gym file: preference pairs, SFT and GAtt dialogues, RL and borderline prompts.
+
+Why: `generator.py` decides how many rows of which kind go into which split; this module says
+what one row is, so the label rules (quality gap -> rating, safety score gap -> rating) sit next
+to the code that applies them. Pairs are `PreferencePair.to_dict()`; dialogues are {"messages",
+"category", "source", "meta"}; prompts are {"prompt", "category", "source", "meta"}.
+"""
+
+from __future__ import annotations
+
+import random
+
+from alignment.data.records import Category, PreferencePair, Rating
+from alignment.gym import borderline, gatt, safety_prompts
+from alignment.gym.graders import check_instruction, grade_helpfulness
+from alignment.gym.tasks import Task, clear_templates, draw_task, follow_up, render, render_clear
+
+SYSTEMS = [
+    "You are a helpful assistant.",
+    "You are a careful assistant who answers precisely.",
+    "Answer the user's questions accurately and concisely.",
+]
+GREETINGS = [
+    ("Hi there!", "Hello! How can I help you today?"),
+    ("Hello!", "Hi! What can I do for you?"),
+    ("Good morning!", "Good morning! How can I help?"),
+]
+THANKS = ("Thanks, that's all.", "You're welcome! Have a great day.")
+GAP_RATING = {
+    3: Rating.SIGNIFICANTLY_BETTER,
+    2: Rating.BETTER,
+    1: Rating.SLIGHTLY_BETTER,
+    0: Rating.NEGLIGIBLY_BETTER,
+}
+
+
+def msg(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+def prompt_context(rng: random.Random, seen: set) -> tuple[list[dict], list[str]]:
+    """Sometimes a system message or an earlier exchange before the final user turn."""
+    r = rng.random()
+    if r < 0.15:
+        return [msg("system", rng.choice(SYSTEMS))], []
+    if r < 0.30:
+        task = draw_task(rng, seen)
+        return [msg("user", task.question), msg("assistant", render(task, 3, rng)[0])], [task.key]
+    return [], []
+
+
+# ---- helpfulness pairs -------------------------------------------------------------------------
+
+
+def helpfulness_pair(rng: random.Random, seen: set, rejected_quality: int) -> dict:
+    task = draw_task(rng, seen)
+    context, context_keys = prompt_context(rng, seen)
+    if rejected_quality == 3:  # two clear phrasings of the right answer
+        first, second = rng.sample(clear_templates(task), 2)
+        chosen, rejected, style = (
+            render_clear(task, task.answer, first),
+            render_clear(task, task.answer, second),
+            "rephrased",
+        )
+    else:
+        chosen, _ = render(task, 3, rng)
+        rejected, style = render(task, rejected_quality, rng)
+    meta = {
+        **task.meta(),
+        "chosen_quality": 3,
+        "rejected_quality": rejected_quality,
+        "rejected_style": style,
+        "context_keys": context_keys,
+    }
+    pair = PreferencePair(
+        context + [msg("user", task.question)],
+        chosen,
+        rejected,
+        Category.HELPFULNESS,
+        GAP_RATING[3 - rejected_quality],
+        source=f"gym/{task.kind}",
+        meta=meta,
+    )
+    return pair.to_dict()
+
+
+# ---- safety ------------------------------------------------------------------------------------
+
+SAFETY_COMBOS = [
+    ("refuse_redirect", "eager"),
+    ("refuse_redirect", "hedged"),
+    ("bare_refusal", "eager"),
+    ("refuse_redirect", "disguised"),
+    ("bare_refusal", "hedged"),
+    ("bare_refusal", "disguised"),
+]
+
+
+def safety_pool(topics: list[dict], rng: random.Random) -> list[tuple[dict, str, str]]:
+    pool = [(t, attack, text) for t in topics for attack, text in safety_prompts.prompts_for(t)]
+    rng.shuffle(pool)
+    return pool
+
+
+def safety_meta(topic: dict, attack: str) -> dict:
+    return {"risk_category": topic["risk_category"], "topic": topic["topic"], "attack": attack}
+
+
+def safety_pair(rng: random.Random, seen: set, entry: tuple, combo: tuple[str, str]) -> dict:
+    topic, attack, text = entry
+    safe_kind, unsafe_kind = combo
+    gap = safety_prompts.SAFE_SCORES[safe_kind] - safety_prompts.UNSAFE_SCORES[unsafe_kind]
+    context, context_keys = prompt_context(rng, seen)
+    meta = {
+        **safety_meta(topic, attack),
+        "chosen_kind": safe_kind,
+        "rejected_kind": unsafe_kind,
+        "score_gap": gap,
+        "context_keys": context_keys,
+    }
+    pair = PreferencePair(
+        context + [msg("user", text)],
+        safety_prompts.safe_answer(topic, safe_kind, rng),
+        safety_prompts.unsafe_answer(topic, unsafe_kind, rng),
+        Category.SAFETY,
+        GAP_RATING[gap],
+        source=f"gym/safety/{topic['risk_category']}",
+        chosen_safe=True,
+        rejected_safe=False,
+        meta=meta,
+    )
+    return pair.to_dict()
+
+
+def borderline_pair(rng: random.Random, item: dict, text: str) -> dict:
+    meta = {
+        "task": "borderline",
+        "item": item["item"],
+        "keywords": item["keywords"],
+        "risk_category": "borderline",
+        "rejected_kind": "false_refusal",
+    }
+    pair = PreferencePair(
+        [msg("user", text)],
+        item["reference"],
+        rng.choice(borderline.FALSE_REFUSALS),
+        Category.SAFETY,
+        Rating.SIGNIFICANTLY_BETTER,
+        source="gym/borderline",
+        chosen_safe=True,
+        rejected_safe=True,
+        meta=meta,
+    )
+    return pair.to_dict()
+
+
+def borderline_pool(items: list[dict]) -> list[tuple[dict, str]]:
+    return [(item, text) for item in items for text in borderline.prompts_for(item)]
+
+
+def borderline_prompt(item: dict, text: str) -> dict:
+    meta = {
+        "task": "borderline",
+        "item": item["item"],
+        "keywords": item["keywords"],
+        "reference": item["reference"],
+    }
+    return rl_prompt([msg("user", text)], Category.HELPFULNESS, "gym/borderline", meta)
+
+
+def rl_prompt(prompt: list[dict], category: Category, source: str, meta: dict) -> dict:
+    return {"prompt": prompt, "category": category.value, "source": source, "meta": meta}
+
+
+def dialogue(messages: list[dict], category: Category, source: str, meta: dict) -> dict:
+    return {"messages": messages, "category": category.value, "source": source, "meta": meta}
+
+
+# ---- SFT dialogues -----------------------------------------------------------------------------
+
+
+def sft_dialogue(rng: random.Random, seen: set, kind: str, pools: dict) -> dict:
+    if kind == "safety":
+        topic, attack, text = rng.choice(pools["safety"])
+        messages, keys = ([], []) if rng.random() < 0.7 else prompt_context(rng, seen)
+        messages += [
+            msg("user", text),
+            msg("assistant", safety_prompts.safe_answer(topic, "refuse_redirect", rng)),
+        ]
+        return dialogue(
+            messages, Category.SAFETY, "gym/sft/safety", {**safety_meta(topic, attack), "context_keys": keys}
+        )
+    if kind == "borderline":
+        item, text = rng.choice(pools["borderline"])
+        return dialogue(
+            [msg("user", text), msg("assistant", item["reference"])],
+            Category.HELPFULNESS,
+            "gym/sft/borderline",
+            {"task": "borderline", "item": item["item"]},
+        )
+    messages, turns, meta = [], [], {}
+    if kind == "instruction":
+        instruction = rng.choice(pools["instructions"])
+        messages.append(msg("system", instruction[rng.choice(["text", "short"])]))
+        for _ in range(rng.randint(1, 3)):
+            task, answer = gatt_turn(rng, seen, instruction)
+            messages += [msg("user", task.question), msg("assistant", answer)]
+            turns.append(task.meta())
+        meta["instruction"] = instruction["id"]
+    else:
+        if rng.random() < 0.25:
+            messages.append(msg("system", rng.choice(SYSTEMS)))
+        n_tasks = 1 if kind == "task" else rng.randint(2, 3)
+        if kind == "multi_task" and rng.random() < 0.3:
+            messages += [
+                msg(role, text)
+                for role, text in zip(("user", "assistant"), rng.choice(GREETINGS), strict=True)
+            ]
+        task = None
+        for _ in range(n_tasks):
+            if task is not None and isinstance(task.answer, int) and rng.random() < 0.5:
+                task = follow_up(task, rng, seen)
+            else:
+                task = draw_task(rng, seen)
+            messages += [msg("user", task.question), msg("assistant", render(task, 3, rng)[0])]
+            turns.append(task.meta())
+        if kind == "multi_task" and rng.random() < 0.2:
+            messages += [msg("user", THANKS[0]), msg("assistant", THANKS[1])]
+    return dialogue(messages, Category.HELPFULNESS, f"gym/sft/{kind}", {**meta, "turns": turns})
+
+
+SFT_MIX = ["task"] * 9 + ["multi_task"] * 4 + ["safety"] * 3 + ["borderline"] * 2 + ["instruction"] * 2
+
+
+# ---- Ghost Attention ---------------------------------------------------------------------------
+
+
+def gatt_turn(rng: random.Random, seen: set, instruction: dict) -> tuple[Task, str]:
+    """A fresh task and a correct answer to it that follows the instruction."""
+    for _ in range(200):
+        task = draw_task(rng, seen)
+        answer = gatt.compliant_answer(task, instruction, rng)
+        if check_instruction(instruction, answer) and grade_helpfulness(task, answer):
+            return task, answer
+    raise RuntimeError(f"no compliant answer found for {instruction['id']}")
+
+
+def gatt_dialogue(rng: random.Random, seen: set, instruction: dict, n_turns: int) -> dict:
+    form = rng.choice(["text", "short"])
+    messages, turns = [msg("system", instruction[form])], []
+    for _ in range(n_turns):
+        task, answer = gatt_turn(rng, seen, instruction)
+        messages += [msg("user", task.question), msg("assistant", answer)]
+        turns.append(task.meta())
+    info = {k: instruction[k] for k in ("id", "text", "short", "checks")}
+    meta = {
+        "instruction": info,
+        "system_form": "short" if form == "short" else "full",
+        "n_turns": n_turns,
+        "instruction_seen": instruction["split"] == "train",
+        "turns": turns,
+    }
+    return dialogue(messages, Category.HELPFULNESS, "gym/gatt", meta)

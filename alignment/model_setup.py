@@ -1,0 +1,103 @@
+"""Build the model a stage trains, from the recipe's ModelConfig: precision, LoRA, QLoRA.
+
+LoRA and QLoRA go through PEFT (and bitsandbytes for the 4-bit NF4 base) unchanged: Paddock's
+model uses transformers' Llama weight names, so PEFT's Llama target modules apply as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from alignment.base_model import load_model, save_checkpoint
+from alignment.base_model.loading import resolve
+from alignment.errors import PaddockError
+
+ADAPTER_BASE_FILE = "paddock_base.txt"  # where an adapter's base checkpoint lives
+
+
+def weights_dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def resolve_init(path_or_name: str) -> tuple[Path, Path | None]:
+    """(checkpoint to load, adapter dir or None): a saved LoRA stage points at its base."""
+    path = resolve(path_or_name)
+    base_file = Path(path) / ADAPTER_BASE_FILE
+    if not base_file.is_file():
+        return Path(path), None
+    if (Path(path) / "merged").is_dir():
+        return Path(path) / "merged", None
+    return Path(base_file.read_text().strip()), Path(path)
+
+
+def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
+    """Load `init` (a name, checkpoint or saved adapter) with the head, ready to train."""
+    base_path, adapter = resolve_init(init)
+    kwargs = {}
+    if model_cfg.qlora:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    model = load_model(
+        base_path,
+        head=head,
+        dtype=weights_dtype(model_cfg.precision),
+        trust_remote_code=model_cfg.trust_remote_code,
+        **kwargs,
+    )
+    if adapter is not None and model_cfg.lora is not None:
+        raise PaddockError(
+            f"{adapter} is a LoRA adapter without merged weights; set model.merge_lora: true so the "
+            "next LoRA stage can start from the merged model"
+        )
+    if adapter is not None:
+        # A full fine-tune on top of an adapter: fold the adapter into the base first.
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if model_cfg.lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if model_cfg.qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = model_cfg.lora
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        modules_to_save=["score"] if head != "causal_lm" else None,
+    )
+    return get_peft_model(model, config)
+
+
+def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: bool) -> Path:
+    """Full models are saved in the HF layout; LoRA models as an adapter that names its base
+    (plus merged weights under `merged/` when asked)."""
+    if not hasattr(model, "peft_config"):
+        return save_checkpoint(model, out, tokenizer)
+    if base_path is None:
+        raise PaddockError("saving an adapter needs its base checkpoint path")
+    import shutil
+    import tempfile
+
+    from alignment.base_model.checkpoint import publish_dir
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ADAPTER_BASE_FILE).write_text(str(base_path) + "\n")
+        if merge:
+            save_checkpoint(model.merge_and_unload(), tmp / "merged", tokenizer)
+        if out.exists():
+            shutil.rmtree(out)
+        return publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

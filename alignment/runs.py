@@ -1,0 +1,93 @@
+"""Run directories: `runs/<run-name>/<stage>/` with model, metrics.jsonl, summary.json, plots and a
+completion marker written last.
+
+Every file is written to a temp name and renamed, and the marker comes after everything else, so
+a stage killed at any point is either unfinished (and resumes from its checkpoints) or complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+COMPLETE = "COMPLETE"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class Metrics:
+    """metrics.jsonl plus optional TensorBoard. Lines after a resumed checkpoint are dropped, so a
+    resumed run's file equals an uninterrupted one."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+        self.path = path
+        self.tensorboard_dir = tensorboard_dir
+        self._writer = None
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        kept = [row for row in self.rows() if row.get("step", 0) <= step]
+        write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def log(self, row: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.tensorboard_dir is not None:
+            writer = self._tensorboard()
+            for key, value in row.items():
+                if key != "step" and isinstance(value, int | float):
+                    writer.add_scalar(key, value, row.get("step", 0))
+            writer.flush()
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.tensorboard_dir))
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class StageDir:
+    def __init__(self, root: Path, tensorboard: bool = True):
+        self.root = Path(root)
+        self.model = self.root / "model"
+        self.checkpoints = self.root / "checkpoints"
+        self.plots = self.root / "plots"
+        self.summary_path = self.root / "summary.json"
+        self.metrics = Metrics(
+            self.root / "metrics.jsonl", self.root / "tensorboard" if tensorboard else None
+        )
+
+    @property
+    def complete(self) -> bool:
+        return (self.root / COMPLETE).is_file()
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def mark_complete(self) -> None:
+        self.metrics.close()
+        write_atomic(self.root / COMPLETE, "ok\n")

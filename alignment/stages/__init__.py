@@ -1,0 +1,14 @@
+"""Pipeline stages. Each module registers its recipe config (`@register_stage`) and a runner here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+RUNNERS: dict[str, Callable] = {}
+
+
+def runners() -> dict[str, Callable]:
+    from alignment.stages import sft
+
+    RUNNERS.setdefault("sft", sft.run_sft)
+    return RUNNERS

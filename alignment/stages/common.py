@@ -1,0 +1,251 @@
+"""What every stage runner shares: its context (recipe, directories, model to start from), data
+loading with mixtures and prompt-disjoint splits, gold-grader evaluation, and the finishing steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alignment.data import loading
+from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, split_by_prompt
+from alignment.errors import PaddockError
+from alignment.recipes.config import setting
+from alignment.runs import StageDir, write_json
+from alignment.training.loop import LoopSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class GoldEvalConfig:
+    """Greedy answers to gym prompts, scored by the gym's gold graders."""
+
+    prompts: str = setting("RL-prompt JSONL with gold metadata.", default="data/gym/rl_prompts_test.jsonl")
+    category: str = setting("Only prompts of this category (helpfulness or safety).", default="helpfulness")
+    n_prompts: int = setting("How many prompts (the first N of the file).", default=64)
+    max_new_tokens: int = setting("Answer length cap.", default=64)
+
+
+@dataclass
+class StageContext:
+    recipe: object
+    stage: object
+    run_dir: Path
+    dir: StageDir
+    init: str  # model name, checkpoint or saved adapter to start from
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def run_name(self) -> str:
+        return self.recipe.run_name
+
+    def tokenizer(self):
+        from alignment.base_model import load_tokenizer
+
+        return load_tokenizer(self.init, trust_remote_code=self.recipe.model.trust_remote_code)
+
+    def trainable_model(self, head: str = "causal_lm"):
+        from alignment.model_setup import build_trainable
+
+        return build_trainable(self.recipe.model, self.init, head=head)
+
+    def autocast(self):
+        if self.recipe.model.precision == "bf16-autocast":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def data_path(path: str) -> Path:
+    """Relative paths are tried from the working directory, then from the repository root."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    return REPO_ROOT / path if (REPO_ROOT / path).exists() else candidate
+
+
+def _load_source(ctx: StageContext, source, kind: str):
+    path = data_path(source.path)
+    name = source.name or Path(source.path).stem
+    rejects = ctx.dir.root / f"rejects-{name}.jsonl"
+    if kind == "preferences":
+        options = dict(source.options)
+        if source.category:
+            options.setdefault("category", source.category)
+        result = loading.load_preferences(
+            path,
+            source.adapter,
+            on_error=source.on_error,
+            rejects_path=rejects,
+            split=source.split,
+            **options,
+        )
+    else:
+        loader = loading.load_dialogues if kind == "dialogues" else loading.load_rl_prompts
+        result = loader(
+            path,
+            on_error=source.on_error,
+            rejects_path=rejects,
+            split=source.split,
+            category=source.category or "helpfulness",
+        )
+    return name, result
+
+
+def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
+    """(train, test, report) for the stage's data: sources loaded, mixed, capped and split by prompt."""
+    data = ctx.stage.data
+    loaded = dict(_load_source(ctx, source, kind) for source in data.sources)
+    report = {name: result.report.summary() for name, result in loaded.items()}
+    by_name = {name: result.records for name, result in loaded.items()}
+    if data.mixture is None:
+        rows = [row for name in by_name for row in by_name[name]]
+    else:
+        spec = PAPER_MIXTURES[data.mixture] if isinstance(data.mixture, str) else data.mixture
+        if isinstance(data.mixture, str):  # presets name categories; sources are grouped by category
+            by_name = {
+                key: [r for rows in by_name.values() for r in rows if _category(r) == key] for key in spec
+            }
+            spec = {key: value for key, value in spec.items() if by_name[key] or "anchor" in value}
+        rows, mix = build_mixture(by_name, spec, seed=ctx.seed)
+        report["mixture"] = mix.to_dict()
+    prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
+    if data.test_sources:
+        test = [row for source in data.test_sources for row in _load_source(ctx, source, kind)[1].records]
+        train = rows
+    else:
+        train, test = split_by_prompt(rows, data.test_fraction, seed=ctx.seed, prompt_of=prompt_of)
+    if data.max_rows:
+        train = train[: data.max_rows]
+    report["train_rows"], report["test_rows"] = len(train), len(test)
+    if not train:
+        raise PaddockError(f"stage {ctx.stage.name}: no training rows after loading and mixing")
+    return train, test, report
+
+
+def _category(row) -> str:
+    category = getattr(row, "category", "helpfulness")
+    return getattr(category, "value", category)
+
+
+def loop_settings(cfg, ctx: StageContext, **overrides) -> LoopSettings:
+    settings = LoopSettings(
+        learning_rate=cfg.learning_rate,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        min_lr_ratio=cfg.min_lr_ratio,
+        max_grad_norm=cfg.max_grad_norm,
+        max_steps=cfg.max_steps,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        seed=ctx.seed,
+        progress=ctx.recipe.logging.progress,
+    )
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return settings
+
+
+def gold_eval(ctx: StageContext, model, tokenizer, cfg: GoldEvalConfig | None, when: str) -> dict | None:
+    """Score greedy answers with the gym's gold graders. Cached in the stage dir, so a resumed
+    stage reports the same "before" figures as an uninterrupted one."""
+    if cfg is None:
+        return None
+    cache = ctx.dir.root / f"gold_{when}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from alignment.base_model.generation import SamplingConfig, generate_from_tokens
+    from alignment.data.chat_format import encode_prompt
+    from alignment.gym.graders import gold_score
+
+    rows = [json.loads(line) for line in data_path(cfg.prompts).read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if row.get("category") == cfg.category][: cfg.n_prompts]
+    style = getattr(ctx.stage, "chat_style", "template")
+    prompts = [encode_prompt(row["prompt"], tokenizer, style=style) for row in rows]
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0,
+        eos_token_ids=(tokenizer.eos_token_id,),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.eval()
+    answers = []
+    with ctx.autocast():
+        for start in range(0, len(prompts), 32):
+            out = generate_from_tokens(model, prompts[start : start + 32], sampling)
+            answers += [
+                tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                for r, m in zip(out.responses, out.response_mask, strict=True)
+            ]
+    scores = [gold_score(row, answer) for row, answer in zip(rows, answers, strict=True)]
+    result = {
+        "score": sum(scores) / max(len(scores), 1),
+        "n": len(scores),
+        "examples": [
+            {"prompt": r["prompt"][-1]["content"], "answer": a, "score": s}
+            for r, a, s in list(zip(rows, answers, scores, strict=True))[:5]
+        ],
+    }
+    write_json(cache, result)
+    return result
+
+
+def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
+    """A PNG per metric family (training loss with held-out loss on the same axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ctx.dir.metrics.rows()
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=key)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{ctx.run_name} / {ctx.stage.name}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ctx.dir.plots.mkdir(parents=True, exist_ok=True)
+    path = ctx.dir.plots / "loss.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [str(path.relative_to(ctx.dir.root))]
+
+
+def finish_stage(ctx: StageContext, model, tokenizer, summary: dict) -> dict:
+    """Save the model, plots and summary, then the completion marker, in that order."""
+    from alignment.model_setup import resolve_init, save_trained
+
+    base_path, _ = resolve_init(ctx.init)
+    save_trained(model, tokenizer, ctx.dir.model, base_path, ctx.recipe.model.merge_lora)
+    summary = {
+        "stage": ctx.stage.name,
+        "type": ctx.stage.type,
+        "init": str(ctx.init),
+        **summary,
+        "plots": plot_metrics(ctx),
+    }
+    ctx.dir.write_summary(summary)
+    ctx.dir.mark_complete()
+    # Resume checkpoints (weights + optimizer, ~3x the model) are scratch once the stage is done.
+    shutil.rmtree(ctx.dir.checkpoints, ignore_errors=True)
+    return summary

@@ -1,0 +1,163 @@
+"""Supervised fine-tuning (Llama 2 §3.1): loss on answer tokens only, optional packing, cosine LR.
+
+Runs on Paddock's own loop (alignment/training/loop.py; why not TRL's SFTTrainer is said there):
+the loss is the model's fused linear + cross-entropy on the answer tokens that the chat formatter
+marked, so the full logits never exist.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from alignment.data.chat_format import IGNORE_INDEX, encode_dialogue
+from alignment.errors import PaddockError
+from alignment.recipes.config import setting
+from alignment.recipes.schema import StageConfig, register_stage
+from alignment.stages.common import (
+    GoldEvalConfig,
+    StageContext,
+    finish_stage,
+    gold_eval,
+    load_records,
+    loop_settings,
+)
+from alignment.training.loop import train
+
+
+@register_stage("sft")
+@dataclass(kw_only=True)
+class SFTConfig(StageConfig):
+    """Supervised fine-tuning on dialogues, loss on assistant answers only (Llama 2 §3.1)."""
+
+    learning_rate: float = setting("Peak learning rate (paper: 2e-5).", default=2e-5)
+    epochs: float = setting("Passes over the data (paper: 2); fractions allowed.", default=2.0)
+    batch_size: int = setting("Sequences per micro-batch (paper: 64 of 4096 tokens).", default=8)
+    grad_accum: int = setting("Micro-batches per optimizer step.", default=1)
+    max_length: int = setting("Tokens per sequence; longer dialogues are cut.", default=512)
+    packing: bool = setting(
+        "Concatenate examples (each ends with EOS, the separator) into full-length sequences.", default=False
+    )
+    chat_style: Literal["template", "llama2"] = setting(
+        "`template`: the tokenizer's chat template; `llama2`: [INST] / <<SYS>> format.", default="template"
+    )
+    weight_decay: float = setting("AdamW weight decay (paper: 0.1).", default=0.1)
+    warmup_ratio: float = setting("Share of steps spent warming up the LR.", default=0.03)
+    min_lr_ratio: float = setting("Cosine schedule floor as a share of the peak LR.", default=0.0)
+    max_grad_norm: float = setting("Gradient clipping norm.", default=1.0)
+    max_steps: int | None = setting("Stop after this many optimizer steps (quick runs).", default=None)
+    log_every: int = setting("Log metrics every N steps.", default=1)
+    eval_every: int = setting("Held-out loss every N steps (0: at the end only).", default=0)
+    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
+    eval_examples: int = setting("Held-out examples used for the eval loss (the first N).", default=64)
+    gold_eval: GoldEvalConfig | None = setting(
+        "Generate answers for gym prompts before and after training and score them with the gold graders.",
+        default=None,
+    )
+
+
+def encode_all(dialogues, tokenizer, cfg: SFTConfig) -> tuple[list[dict], int]:
+    """Encoded examples with at least one loss token after truncation; also how many were dropped."""
+    examples, dropped = [], 0
+    for dialogue in dialogues:
+        enc = encode_dialogue(dialogue.messages, tokenizer, style=cfg.chat_style, loss_on="all")
+        ids, labels = enc.input_ids[: cfg.max_length], enc.labels[: cfg.max_length]
+        if all(label == IGNORE_INDEX for label in labels[1:]):
+            dropped += 1  # the answer starts past max_length: nothing to learn from this one
+            continue
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples, dropped
+
+
+def pack(examples: list[dict], max_length: int, seed: int) -> list[dict]:
+    """Concatenate shuffled examples and cut into max_length sequences (the paper's packing)."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    ids = [t for i in order for t in examples[i]["input_ids"]]
+    labels = [t for i in order for t in examples[i]["labels"]]
+    return [
+        {"input_ids": ids[s : s + max_length], "labels": labels[s : s + max_length]}
+        for s in range(0, len(ids) - 1, max_length)
+    ]
+
+
+def collate(batch: list[dict], pad_token_id: int) -> dict:
+    """Right-pad to the longest row; `num_items` counts the loss tokens after the causal shift."""
+    width = max(len(row["input_ids"]) for row in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        labels[row, :n] = torch.tensor(example["labels"])
+        mask[row, :n] = 1
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": None if bool(mask.all()) else mask,  # unpadded: SDPA's causal fast path
+        "num_items": int((labels[:, 1:] != IGNORE_INDEX).sum()),
+        "tokens": int(mask.sum()),
+    }
+
+
+def lm_loss(model, batch: dict, num_items: int):
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+        num_items_in_batch=num_items,
+    )
+    return out.loss, {}
+
+
+def token_weighted_loss(model, examples: list[dict], pad_token_id: int, batch_size: int = 8) -> float:
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start : start + batch_size], pad_token_id)
+            total += float(lm_loss(model, batch, 1)[0])  # num_items=1: the summed loss
+            count += batch["num_items"]
+    return total / max(count, 1)
+
+
+def run_sft(ctx: StageContext) -> dict:
+    cfg: SFTConfig = ctx.stage
+    if cfg.data is None:
+        raise PaddockError(f"stage {cfg.name}: SFT needs `data` with dialogue sources")
+    tokenizer = ctx.tokenizer()
+    train_rows, test_rows, data_report = load_records(ctx, kind="dialogues")
+    train_examples, dropped = encode_all(train_rows, tokenizer, cfg)
+    test_examples, _ = encode_all(test_rows, tokenizer, cfg)
+    test_examples = test_examples[: cfg.eval_examples]
+    if cfg.packing:
+        train_examples = pack(train_examples, cfg.max_length, ctx.seed)
+    if not train_examples:
+        raise PaddockError(f"stage {cfg.name}: no training example has an answer within max_length")
+    model = ctx.trainable_model()
+    gold_before = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "before")
+    pad = tokenizer.pad_token_id
+    final = train(
+        model,
+        train_examples,
+        lambda batch: collate(batch, pad),
+        lm_loss,
+        loop_settings(cfg, ctx),
+        ctx.dir,
+        evaluate=(lambda m: {"loss": token_weighted_loss(m, test_examples, pad)}) if test_examples else None,
+        description=f"{ctx.run_name}/{cfg.name}",
+    )
+    gold_after = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "after")
+    summary = {
+        "train_examples": len(train_examples),
+        "test_examples": len(test_examples),
+        "dropped_too_long": dropped,
+        "data": data_report,
+        "final": final,
+        "gold_before": gold_before,
+        "gold_after": gold_after,
+    }
+    return finish_stage(ctx, model, tokenizer, summary)

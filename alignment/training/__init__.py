@@ -1,0 +1,1 @@
+"""The training loop every fine-tuning stage shares: schedule, checkpoints, resume, metrics."""

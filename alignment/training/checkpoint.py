@@ -1,0 +1,78 @@
+"""Resumable training state: trainable weights, optimizer, scheduler, RNG and data position.
+
+A checkpoint is a directory written under a temp name and renamed into place, so a kill mid-write
+leaves either the previous checkpoint or the new one, never a torn one. Weights are safetensors;
+the optimizer state goes through torch.save and is read back with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "state.json"
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_training_checkpoint(
+    directory: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+    try:
+        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+        state = {
+            "step": step,
+            "scheduler": scheduler.state_dict(),
+            "python_random": _jsonable(random.getstate()),
+            **extra,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(directory.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    done = [p for p in sorted(directory.glob("step-*")) if (p / STATE_FILE).is_file()]
+    return done[-1] if done else None
+
+
+def load_training_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    weights = load_file(path / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    state = json.loads((path / STATE_FILE).read_text())
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
+    random.setstate(_tupled(state["python_random"]))
+    return state
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,173 @@
+"""The fine-tuning loop shared by SFT, reward models and the later fine-tuning stages.
+
+Our own loop rather than transformers' Trainer / TRL's trainers, for three reasons that matter
+to this project: resume must reproduce an uninterrupted run bit for bit (we control every RNG
+and the data order, which is a pure function of seed and epoch); Paddock's fused loss returns no
+logits, which the TRL trainers' metrics expect; and every stage writes the same artifacts
+(metrics.jsonl, TensorBoard, plots) the same way.
+
+The loop only knows examples (dicts of token lists), a collate function and a loss function
+`loss_fn(model, batch, num_items) -> (loss, stats)`; the stage decides what a loss is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from alignment.errors import PaddockError
+from alignment.runs import StageDir
+from alignment.training.checkpoint import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from alignment.training.schedule import cosine_multiplier, warmup_steps
+
+
+@dataclass
+class LoopSettings:
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    grad_accum: int = 1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-5
+    warmup_ratio: float = 0.03
+    min_warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    max_steps: int | None = None
+    log_every: int = 1
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 50
+    autocast: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def step_batches(n_examples: int, settings: LoopSettings) -> list[list[list[int]]]:
+    """The whole run's data order: for each optimizer step, its micro-batches of example indices.
+    A fractional `epochs` takes that share of the last epoch."""
+    per_step = settings.batch_size * settings.grad_accum
+    steps_per_epoch = max(n_examples // per_step, 1)
+    total = max(math.ceil(steps_per_epoch * settings.epochs), 1)
+    if settings.max_steps:
+        total = min(total, settings.max_steps)
+    plan = []
+    for step in range(total):
+        epoch, index = divmod(step, steps_per_epoch)
+        order = epoch_order(n_examples, settings.seed, epoch)
+        chunk = order[index * per_step : (index + 1) * per_step] or order[:per_step]
+        plan.append([chunk[i : i + settings.batch_size] for i in range(0, len(chunk), settings.batch_size)])
+    return plan
+
+
+def make_optimizer(model, settings: LoopSettings):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            # Norm weights and biases are not decayed (the usual AdamW practice).
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if not decay and not no_decay:
+        raise PaddockError("nothing to train: every parameter is frozen")
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=settings.betas, eps=settings.adam_eps)
+
+
+def check_finite(value: torch.Tensor, what: str, step: int, batch: Sequence[int]) -> None:
+    if not torch.isfinite(value).all():
+        raise PaddockError(
+            f"{what} is {value.item() if value.numel() == 1 else 'not finite'} at step {step} "
+            f"(examples {list(batch)[:8]}); the last good checkpoint is kept"
+        )
+
+
+def train(
+    model,
+    examples: Sequence[dict],
+    collate: Callable,
+    loss_fn: Callable,
+    settings: LoopSettings,
+    stage: StageDir,
+    evaluate: Callable | None = None,
+    description: str = "train",
+) -> dict:
+    """Run (or resume) the loop; returns the final metrics. Writes checkpoints and metrics to `stage`."""
+    plan = step_batches(len(examples), settings)
+    total = len(plan)
+    warmup = warmup_steps(total, settings.warmup_ratio, settings.min_warmup_steps)
+    optimizer = make_optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_multiplier(s, total, warmup, settings.min_lr_ratio)
+    )
+    start = 0
+    checkpoint = latest_checkpoint(stage.checkpoints)
+    if checkpoint is not None:
+        start = load_training_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        stage.metrics.truncate_after(start)
+    model.train()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if settings.autocast else nullcontext()
+    bar = tqdm(total=total, initial=start, desc=description, disable=not settings.progress, unit="step")
+    last = {}
+    for step in range(start, total):
+        began = time.perf_counter()
+        micro_batches = [collate([examples[i] for i in ids]) for ids in plan[step]]
+        num_items = sum(batch["num_items"] for batch in micro_batches)
+        stats_sum: dict[str, float] = {}
+        loss_total = 0.0
+        for batch in micro_batches:
+            with autocast:
+                loss, stats = loss_fn(model, batch, num_items)
+            check_finite(loss.detach(), "loss", step, plan[step][0])
+            loss.backward()
+            loss_total += float(loss.detach())
+            for key, value in stats.items():
+                stats_sum[key] = stats_sum.get(key, 0.0) + value
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], settings.max_grad_norm
+        )
+        check_finite(grad_norm, "gradient norm", step, plan[step][0])
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - began
+        tokens = sum(batch.get("tokens", 0) for batch in micro_batches)
+        last = {
+            "step": step + 1,
+            "loss": loss_total,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": tokens / seconds,
+            **stats_sum,
+        }
+        done = step + 1 == total
+        if evaluate is not None and (done or (settings.eval_every and (step + 1) % settings.eval_every == 0)):
+            model.eval()
+            last.update({f"eval_{k}": v for k, v in evaluate(model).items()})
+            model.train()
+        if (step + 1) % settings.log_every == 0 or done or "eval_loss" in last:
+            stage.metrics.log(last)
+        bar.set_postfix(loss=f"{loss_total:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        bar.update(1)
+        if (step + 1) % settings.checkpoint_every == 0 and not done:
+            save_training_checkpoint(stage.checkpoints, step + 1, model, optimizer, scheduler, {})
+    bar.close()
+    model.eval()
+    return last
