@@ -201,7 +201,8 @@ def generate(
             cache.select_rows(keep)
             token = token[keep]
         position = torch.tensor(P + step, device=device)
-        logits = step_fn(token[:, None], attention_mask=live_mask, kv_cache=cache, cache_start=position).logits[:, -1]
+        out = step_fn(token[:, None], attention_mask=live_mask, kv_cache=cache, cache_start=position)
+        logits = out.logits[:, -1]
 
     response_mask = (torch.arange(N, device=device)[None] < lengths[:, None]).long()
     sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), tokens], dim=1)

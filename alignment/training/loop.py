@@ -77,7 +77,7 @@ def step_batches(n_examples: int, settings: LoopSettings) -> list[list[list[int]
 
 def make_optimizer(model, settings: LoopSettings):
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             # Norm weights and biases are not decayed (the usual AdamW practice).
             (no_decay if param.ndim < 2 else decay).append(param)
