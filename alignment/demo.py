@@ -1,42 +1,47 @@
-"""`make demo`: the main job. Until the pipeline stages exist it prepares the embedded default
-model and answers a few chat prompts through Paddock's own model and generation path."""
+"""`make demo`: the main job. Until the whole pipeline exists it runs `recipes/sft.yaml` (SFT of
+the embedded SmolLM2 on the gym, a few minutes on two CPU cores), prints what changed and where the
+results are, and answers a chat prompt with the fine-tuned model."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
-from alignment.base_model import default_models, load_model, load_tokenizer
-from alignment.base_model.generation import SamplingConfig, chat
 from alignment.errors import PaddockError
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Give me three tips for staying focused while studying.",
-    "What is 12 plus 30?",
-]
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sft.yaml"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from alignment.base_model import load_model, load_tokenizer
+    from alignment.base_model.generation import chat
+    from alignment.pipeline import run_recipe
+
+    overrides = list(argv if argv is not None else sys.argv[1:])
     try:
-        start = time.perf_counter()
-        path = default_models.prepare()
-        print(f"default model: {path} (ready in {time.perf_counter() - start:.1f}s)")
-        model = load_model(path).eval()
-        tokenizer = load_tokenizer(path)
-        start = time.perf_counter()
-        answers = chat(
-            model,
-            tokenizer,
-            [[{"role": "user", "content": p}] for p in PROMPTS],
-            SamplingConfig(max_new_tokens=48, temperature=0),
-        )
+        began = time.perf_counter()
+        run_dir = run_recipe(RECIPE, overrides)
+        stage = run_dir / "sft"
+        summary = json.loads((stage / "summary.json").read_text())
+        model = load_model(stage / "model").eval()
+        tokenizer = load_tokenizer(stage / "model")
+        question = "What is 17 plus 25?"
+        answer = chat(model, tokenizer, [[{"role": "user", "content": question}]])[0]
     except PaddockError as err:
         print(f"paddock: error: {err}", file=sys.stderr)
         return 2
-    for prompt, answer in zip(PROMPTS, answers, strict=True):
-        print(f"\nuser> {prompt}\nsmollm2-135m> {answer}")
-    print(f"\n{len(PROMPTS)} answers in {time.perf_counter() - start:.1f}s (greedy, batched, KV cache)")
+    before, after = summary.get("gold_before") or {}, summary.get("gold_after") or {}
+    print(f"\nSFT finished in {time.perf_counter() - began:.0f}s")
+    print(f"  held-out loss:            {summary['final'].get('eval_loss', float('nan')):.3f}")
+    if before and after:
+        print(
+            f"  gold-grader score (gym):  {before['score']:.3f} before -> {after['score']:.3f} after "
+            f"({after['n']} held-out prompts)"
+        )
+    print(f"  user> {question}\n  sft> {answer}")
+    print(f"\nresults: {stage}  (summary.json, metrics.jsonl, plots/loss.png, model/)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""End-to-end smoke run of the main job (`make demo`) on the embedded default model."""
+"""Smoke runs of the user-facing commands on the embedded default model."""
 
 from __future__ import annotations
 
@@ -9,11 +9,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_answers_chat_prompts(smollm2_path):
+def test_chat_answers_through_the_engine(smollm2_path):
     result = subprocess.run(
-        [sys.executable, "-m", "alignment.demo"], cwd=REPO, capture_output=True, text=True, timeout=600
+        [
+            sys.executable,
+            "-m",
+            "alignment.cli",
+            "chat",
+            "smollm2-135m",
+            "--prompt",
+            "What is the capital of France?",
+            "--max-new-tokens",
+            "16",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert f"default model: {smollm2_path}" in result.stdout
-    assert "smollm2-135m> The capital of France is Paris." in result.stdout
-    assert result.stdout.count("smollm2-135m>") == 3
+    assert result.stdout.strip() == "The capital of France is Paris."

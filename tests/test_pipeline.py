@@ -1,0 +1,164 @@
+"""Recipe runs through the real CLI on a tiny model: losses, artifacts, skip, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
+
+from tests.conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, smollm2_tokenizer):
+    """A random 2-layer Llama with the SmolLM2 tokenizer, saved like any HF checkpoint."""
+    path = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=len(smollm2_tokenizer),
+        pad_token_id=smollm2_tokenizer.pad_token_id,
+        bos_token_id=smollm2_tokenizer.bos_token_id,
+        eos_token_id=smollm2_tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        initializer_range=0.02,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path
+
+
+def write_recipe(tmp_path: Path, model: Path, **sft) -> Path:
+    dialogues = (REPO / "data/gym/sft_train.jsonl").read_text().splitlines()[:48]
+    (tmp_path / "dialogues.jsonl").write_text("\n".join(dialogues) + "\n")
+    stage = {
+        "type": "sft",
+        "learning_rate": 1e-2,
+        "epochs": 2,
+        "batch_size": 4,
+        "max_length": 96,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "warmup_ratio": 0.0,
+        "data": {"sources": [{"path": str(tmp_path / "dialogues.jsonl")}], "test_fraction": 0.2},
+    }
+    stage.update(sft)
+    recipe = {
+        "run_name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "seed": 3,
+        "model": {"name_or_path": str(model), "precision": "fp32"},
+        "stages": [stage],
+        "logging": {"report_to": ["none"], "progress": False},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def paddock(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "alignment.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sft_recipe_runs_learns_and_writes_every_artifact(tmp_path, tiny_checkpoint):
+    recipe = write_recipe(tmp_path, tiny_checkpoint)
+    result = paddock("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    stage = tmp_path / "runs/tiny/sft"
+    rows = metrics(stage)
+    summary = json.loads((stage / "summary.json").read_text())
+    assert [r["step"] for r in rows] == list(range(1, 2 * (summary["train_examples"] // 4) + 1))  # 2 epochs
+    # Pinned on the 2-core CPU: the first loss is ~log(vocab) for a random model, then it falls.
+    assert rows[0]["loss"] == pytest.approx(10.8, abs=0.1)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+    assert summary["final"]["eval_loss"] < rows[0]["loss"]
+    assert summary["train_examples"] + summary["test_examples"] == 48
+    for artifact in [
+        "COMPLETE",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "plots/loss.png",
+    ]:
+        assert (stage / artifact).is_file(), artifact
+    assert not (stage / "checkpoints").exists()  # scratch removed once complete
+
+    again = paddock("run", str(recipe))
+    assert again.returncode == 0 and "complete, skipping" in again.stdout
+    from alignment import load_model
+
+    load_model(stage / "model")  # the output is a loadable HF checkpoint
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_checkpoint):
+    settings = dict(epochs=3, checkpoint_every=3)
+    (tmp_path / "a").mkdir()
+    straight = write_recipe(tmp_path / "a", tiny_checkpoint, **settings)
+    assert paddock("run", str(straight)).returncode == 0
+
+    (tmp_path / "b").mkdir()
+    killed = write_recipe(tmp_path / "b", tiny_checkpoint, **settings)
+    stage = tmp_path / "b/runs/tiny/sft"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignment.cli", "run", str(killed)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(stage.glob("checkpoints/step-*/state.json")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (stage / "COMPLETE").exists(), "the run finished before it could be killed"
+    resumed = paddock("run", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+
+    expected = load_file(tmp_path / "a/runs/tiny/sft/model/model.safetensors")
+    got = load_file(stage / "model/model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0, msg=name)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
+    assert drop(metrics(stage)) == drop(metrics(tmp_path / "a/runs/tiny/sft"))
+
+
+def test_lora_stage_saves_an_adapter_that_names_its_base(tmp_path, tiny_checkpoint):
+    recipe = write_recipe(tmp_path, tiny_checkpoint, max_steps=2)
+    result = paddock("run", str(recipe), "model.lora={r: 4, alpha: 8}", "model.merge_lora=true")
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "runs/tiny/sft/model"
+    assert (model_dir / "adapter_model.safetensors").is_file()
+    assert (model_dir / "paddock_base.txt").read_text().strip() == str(tiny_checkpoint)
+    assert (model_dir / "merged/model.safetensors").is_file()
+
+
+def test_bad_recipe_fails_before_compute_with_one_line(tmp_path, tiny_checkpoint):
+    recipe = write_recipe(tmp_path, tiny_checkpoint)
+    result = paddock("run", str(recipe), "stages.sft.learning_rte=1")
+    assert result.returncode == 2
+    assert "learning_rte" in result.stderr and "learning_rate" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
