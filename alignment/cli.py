@@ -102,20 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     from alignment.recipes.commands import add_commands as add_recipe_commands
 
     add_recipe_commands(commands)
+
+    from alignment.data.inspect import add_commands as add_data_commands
+
+    add_data_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except PaddockError as err:
         print(f"paddock: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("paddock: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
