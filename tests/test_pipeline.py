@@ -162,3 +162,14 @@ def test_bad_recipe_fails_before_compute_with_one_line(tmp_path, tiny_checkpoint
     assert "learning_rte" in result.stderr and "learning_rate" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_qlora_and_packing_run(tmp_path, tiny_checkpoint):
+    recipe = write_recipe(tmp_path, tiny_checkpoint, max_steps=2, packing=True)
+    result = paddock(
+        "run", str(recipe), "model.lora={r: 4}", "model.qlora=true", "model.precision=bf16-autocast"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = metrics(tmp_path / "runs/tiny/sft")
+    assert len(rows) == 2 and all(row["loss"] > 0 for row in rows)
+    assert (tmp_path / "runs/tiny/sft/model/adapter_model.safetensors").is_file()
