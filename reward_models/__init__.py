@@ -1,0 +1,1 @@
+"""Reward models: the margin loss, training stage, scoring, evaluation and comparison reports."""

@@ -25,7 +25,7 @@ from alignment.recipes.config import RecipeError, at, closest, describe, join, n
 
 # Modules that define stage configs; imported (so their `register_stage` runs) before a recipe is
 # parsed or the schema is documented. Stage modules add their dotted module name here.
-STAGE_MODULES: tuple[str, ...] = ("alignment.stages.sft",)
+STAGE_MODULES: tuple[str, ...] = ("alignment.stages.sft", "reward_models.stage")
 
 STAGES: dict[str, type] = {}
 

@@ -9,6 +9,8 @@ RUNNERS: dict[str, Callable] = {}
 
 def runners() -> dict[str, Callable]:
     from alignment.stages import sft
+    from reward_models import stage as reward_model
 
     RUNNERS.setdefault("sft", sft.run_sft)
+    RUNNERS.setdefault("reward_model", reward_model.run_reward_model)
     return RUNNERS

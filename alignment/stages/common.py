@@ -72,7 +72,7 @@ def data_path(path: str) -> Path:
     return REPO_ROOT / path if (REPO_ROOT / path).exists() else candidate
 
 
-def _load_source(ctx: StageContext, source, kind: str):
+def load_source(ctx: StageContext, source, kind: str):
     path = data_path(source.path)
     name = source.name or Path(source.path).stem
     rejects = ctx.dir.root / f"rejects-{name}.jsonl"
@@ -103,7 +103,7 @@ def _load_source(ctx: StageContext, source, kind: str):
 def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     """(train, test, report) for the stage's data: sources loaded, mixed, capped and split by prompt."""
     data = ctx.stage.data
-    loaded = dict(_load_source(ctx, source, kind) for source in data.sources)
+    loaded = dict(load_source(ctx, source, kind) for source in data.sources)
     report = {name: result.report.summary() for name, result in loaded.items()}
     by_name = {name: result.records for name, result in loaded.items()}
     if data.mixture is None:
@@ -119,7 +119,7 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
         report["mixture"] = mix.to_dict()
     prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
     if data.test_sources:
-        test = [row for source in data.test_sources for row in _load_source(ctx, source, kind)[1].records]
+        test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
         train = rows
     else:
         train, test = split_by_prompt(rows, data.test_fraction, seed=ctx.seed, prompt_of=prompt_of)
@@ -219,7 +219,7 @@ def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
         if points:
             ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=key)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(" / ".join(keys))
     ax.set_title(f"{ctx.run_name} / {ctx.stage.name}")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -231,7 +231,7 @@ def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
     return [str(path.relative_to(ctx.dir.root))]
 
 
-def finish_stage(ctx: StageContext, model, tokenizer, summary: dict) -> dict:
+def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=("loss", "eval_loss")) -> dict:
     """Save the model, plots and summary, then the completion marker, in that order."""
     from alignment.model_setup import resolve_init, save_trained
 
@@ -242,7 +242,7 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict) -> dict:
         "type": ctx.stage.type,
         "init": str(ctx.init),
         **summary,
-        "plots": plot_metrics(ctx),
+        "plots": plot_metrics(ctx, plot_keys),
     }
     ctx.dir.write_summary(summary)
     ctx.dir.mark_complete()

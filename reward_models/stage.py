@@ -1,0 +1,143 @@
+"""The reward-model stage (Llama 2 §3.2.2): a scalar head on the SFT model, trained on preference
+pairs with the margin loss, then evaluated the paper's way (by rating bucket, category, test set).
+
+Trained on Paddock's own loop rather than TRL's RewardTrainer: chosen and rejected go through one
+forward pass per batch, the loss is the paper's margin loss straight from the rating, and the
+loop's resume and artifacts are shared with every other stage. benchmarks/reward_model.py measures
+it against RewardTrainer on the same model, data and batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from alignment.data.margins import margin_table, pair_margin
+from alignment.errors import PaddockError
+from alignment.recipes.config import setting
+from alignment.recipes.schema import StageConfig, register_stage
+from alignment.stages.common import StageContext, finish_stage, load_records, load_source, loop_settings
+from alignment.training.loop import train
+from reward_models.losses import margin_ranking_loss
+from reward_models.scoring import encode_pair, pair_batch, rewards
+
+
+@register_stage("reward_model")
+@dataclass(kw_only=True)
+class RewardModelConfig(StageConfig):
+    """A reward model: scalar head on the SFT model, margin ranking loss (Llama 2 §3.2.2)."""
+
+    margin: str | dict = setting(
+        "Rating -> margin: none, small (1, 2/3, 1/3, 0), large (3, 2, 1, 0), column (each pair's own "
+        "numeric margin) or a table {rating: value}.",
+        default="small",
+    )
+    learning_rate: float = setting("Peak learning rate (paper: 1e-5; 5e-6 at 70B).", default=1e-5)
+    epochs: float = setting("Passes over the pairs (paper: 1; more over-fits).", default=1.0)
+    batch_size: int = setting("Pairs per micro-batch (each is two sequences).", default=8)
+    grad_accum: int = setting("Micro-batches per optimizer step.", default=1)
+    max_length: int = setting("Tokens per sequence; long prompts are cut from the left.", default=512)
+    chat_style: Literal["template", "llama2"] = setting(
+        "Chat format of prompt + response.", default="template"
+    )
+    weight_decay: float = setting("AdamW weight decay.", default=0.1)
+    warmup_ratio: float = setting("Warm-up share of steps (paper: 3 %).", default=0.03)
+    min_warmup_steps: int = setting("Warm-up at least this many steps (paper: 5).", default=5)
+    min_lr_ratio: float = setting("Cosine floor as a share of the peak (paper: 10 %).", default=0.1)
+    max_grad_norm: float = setting("Gradient clipping norm.", default=1.0)
+    max_steps: int | None = setting("Stop after this many optimizer steps (quick runs).", default=None)
+    log_every: int = setting("Log metrics every N steps.", default=1)
+    eval_every: int = setting("Held-out accuracy every N steps (0: at the end only).", default=0)
+    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=50)
+    eval_pairs: int = setting("Cap on pairs per test set for evaluation (0: all).", default=0)
+
+
+def encode_pairs(pairs, tokenizer, cfg: RewardModelConfig) -> list[dict]:
+    table = margin_table(cfg.margin)
+    examples = []
+    for pair in pairs:
+        chosen, rejected = encode_pair(pair, tokenizer, cfg.chat_style, cfg.max_length)
+        examples.append({"chosen": chosen, "rejected": rejected, "margin": pair_margin(pair, table)})
+    return examples
+
+
+def collate(batch: list[dict], pad_token_id: int) -> dict:
+    out = pair_batch([(ex["chosen"], ex["rejected"]) for ex in batch], pad_token_id)
+    out["margin"] = torch.tensor([ex["margin"] for ex in batch], dtype=torch.float32)
+    out["num_items"] = len(batch)
+    return out
+
+
+def rm_loss(model, batch: dict, num_items: int):
+    chosen, rejected = rewards(model, batch)
+    loss = margin_ranking_loss(chosen.float(), rejected.float(), batch["margin"], reduction="sum") / num_items
+    correct = float((chosen > rejected).sum())
+    return loss, {"accuracy": correct / num_items, "reward_gap": float((chosen - rejected).sum()) / num_items}
+
+
+def quick_accuracy(model, examples: list[dict], pad_token_id: int, batch_size: int = 16) -> dict:
+    correct, total = 0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chosen, rejected = rewards(model, collate(examples[start : start + batch_size], pad_token_id))
+            correct += int((chosen > rejected).sum())
+            total += len(chosen)
+    return {"accuracy": correct / max(total, 1)}
+
+
+def test_sets(ctx: StageContext, held_out: list) -> dict[str, list]:
+    """Each `test_sources` entry is its own test set (the paper's Table 7 columns)."""
+    data = ctx.stage.data
+    if not data.test_sources:
+        return {"held_out": held_out}
+    sets = {}
+    for source in data.test_sources:
+        name, result = load_source(ctx, source, "preferences")
+        sets[name] = result.records
+    return sets
+
+
+def run_reward_model(ctx: StageContext) -> dict:
+    from reward_models.evaluation import evaluate_rm
+
+    cfg: RewardModelConfig = ctx.stage
+    if cfg.data is None:
+        raise PaddockError(f"stage {cfg.name}: a reward model needs `data` with preference sources")
+    tokenizer = ctx.tokenizer()
+    train_pairs, held_out, data_report = load_records(ctx, kind="preferences")
+    evaluation_sets = {
+        name: pairs[: cfg.eval_pairs or None] for name, pairs in test_sets(ctx, held_out).items()
+    }
+    examples = encode_pairs(train_pairs, tokenizer, cfg)
+    quick_eval = encode_pairs([p for pairs in evaluation_sets.values() for p in pairs][:128], tokenizer, cfg)
+    model = ctx.trainable_model(head="reward")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id
+    final = train(
+        model,
+        examples,
+        lambda batch: collate(batch, pad),
+        rm_loss,
+        loop_settings(cfg, ctx, min_warmup_steps=cfg.min_warmup_steps),
+        ctx.dir,
+        evaluate=lambda m: quick_accuracy(m, quick_eval, pad),
+        description=f"{ctx.run_name}/{cfg.name}",
+    )
+    evaluation = evaluate_rm(
+        model,
+        tokenizer,
+        evaluation_sets,
+        ctx.dir.plots,
+        style=cfg.chat_style,
+        autocast=ctx.recipe.model.precision == "bf16-autocast",
+    )
+    summary = {
+        "train_pairs": len(examples),
+        "data": data_report,
+        "margin": cfg.margin,
+        "final": final,
+        **evaluation,
+    }
+    return finish_stage(ctx, model, tokenizer, summary, plot_keys=("loss", "accuracy", "eval_accuracy"))
