@@ -51,7 +51,12 @@ def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) ->
     for index, stage in enumerate(recipe.stages):
         if only and stage.name not in only:
             continue
-        stage_dir = StageDir(run_dir / stage.name, tensorboard="tensorboard" in recipe.logging.report_to)
+        report_to = recipe.logging.report_to
+        stage_dir = StageDir(
+            run_dir / stage.name,
+            tensorboard="tensorboard" in report_to,
+            wandb_name=f"{recipe.run_name}/{stage.name}" if "wandb" in report_to else None,
+        )
         if stage_dir.complete:
             print(f"[{stage.name}] complete, skipping ({stage_dir.root})")
             continue

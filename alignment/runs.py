@@ -33,10 +33,12 @@ class Metrics:
     """metrics.jsonl plus optional TensorBoard. Lines after a resumed checkpoint are dropped, so a
     resumed run's file equals an uninterrupted one."""
 
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None, wandb_name: str | None = None):
         self.path = path
         self.tensorboard_dir = tensorboard_dir
+        self.wandb_name = wandb_name  # set only when a recipe's report_to names wandb
         self._writer = None
+        self._wandb = None
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():
@@ -57,6 +59,23 @@ class Metrics:
                 if key != "step" and isinstance(value, int | float):
                     writer.add_scalar(key, value, row.get("step", 0))
             writer.flush()
+        if self.wandb_name is not None:
+            self._wandb_run().log(
+                {k: v for k, v in row.items() if isinstance(v, int | float)}, step=row.get("step")
+            )
+
+    def _wandb_run(self):
+        if self._wandb is None:
+            try:
+                import wandb
+            except ImportError:
+                from alignment.errors import PaddockError
+
+                raise PaddockError(
+                    "report_to names wandb but it is not installed: pip install wandb"
+                ) from None
+            self._wandb = wandb.init(project="paddock", name=self.wandb_name, dir=str(self.path.parent))
+        return self._wandb
 
     def _tensorboard(self):
         if self._writer is None:
@@ -68,10 +87,12 @@ class Metrics:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 class StageDir:
-    def __init__(self, root: Path, tensorboard: bool = True):
+    def __init__(self, root: Path, tensorboard: bool = True, wandb_name: str | None = None):
         self.root = Path(root)
         self.model = self.root / "model"
         self.checkpoints = self.root / "checkpoints"

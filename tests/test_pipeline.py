@@ -173,3 +173,55 @@ def test_qlora_and_packing_run(tmp_path, tiny_checkpoint):
     rows = metrics(tmp_path / "runs/tiny/sft")
     assert len(rows) == 2 and all(row["loss"] > 0 for row in rows)
     assert (tmp_path / "runs/tiny/sft/model/adapter_model.safetensors").is_file()
+
+
+def test_reward_model_stage_trains_and_reports_the_paper_tables(tmp_path, tiny_checkpoint):
+    pairs = (REPO / "data/gym/helpfulness_pairs_train.jsonl").read_text().splitlines()[:64]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(pairs) + "\n")
+    tests = (REPO / "data/gym/safety_pairs_test.jsonl").read_text().splitlines()[:16]
+    (tmp_path / "safety_test.jsonl").write_text("\n".join(tests) + "\n")
+    stage = {
+        "type": "reward_model",
+        "name": "rm",
+        "learning_rate": 3e-3,
+        "epochs": 3,
+        "batch_size": 8,
+        "max_length": 96,
+        "min_warmup_steps": 1,
+        "checkpoint_every": 10,
+        "data": {
+            "sources": [{"path": str(tmp_path / "pairs.jsonl")}],
+            "test_sources": [
+                {"path": str(tmp_path / "pairs.jsonl"), "name": "train_pairs"},
+                {"path": str(tmp_path / "safety_test.jsonl"), "name": "safety"},
+            ],
+        },
+    }
+    recipe = {
+        "run_name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "seed": 0,
+        "model": {"name_or_path": str(tiny_checkpoint), "precision": "fp32"},
+        "stages": [stage],
+        "logging": {"report_to": ["none"], "progress": False},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = paddock("run", str(tmp_path / "recipe.yaml"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "runs/tiny/rm"
+    rows = metrics(out)
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < first  # the margin loss falls on the training pairs
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["accuracy_by_rating"]) == {
+        "significantly_better",
+        "better",
+        "slightly_better",
+        "negligibly_better",
+    }
+    assert set(summary["accuracy_by_category"]) == {"helpfulness", "safety"}
+    assert 0 <= summary["accuracy"] <= 1
+    assert (out / "model/config.json").is_file() and list((out / "plots").glob("*.png"))
+    from transformers import LlamaForSequenceClassification
+
+    LlamaForSequenceClassification.from_pretrained(out / "model")  # a standard HF reward checkpoint
