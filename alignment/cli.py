@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     from alignment.data.inspect import add_commands as add_data_commands
 
     add_data_commands(commands)
+
+    from reward_models.commands import add_commands as add_rm_commands
+
+    add_rm_commands(commands)
     return parser
 
 
