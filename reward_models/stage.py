@@ -73,6 +73,7 @@ def collate(batch: list[dict], pad_token_id: int) -> dict:
 def rm_loss(model, batch: dict, num_items: int):
     chosen, rejected = rewards(model, batch)
     loss = margin_ranking_loss(chosen.float(), rejected.float(), batch["margin"], reduction="sum") / num_items
+    chosen, rejected = chosen.detach(), rejected.detach()
     correct = float((chosen > rejected).sum())
     return loss, {"accuracy": correct / num_items, "reward_gap": float((chosen - rejected).sum()) / num_items}
 

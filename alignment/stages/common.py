@@ -50,8 +50,12 @@ class StageContext:
 
     def tokenizer(self):
         from alignment.base_model import load_tokenizer
+        from alignment.model_setup import resolve_init
 
-        return load_tokenizer(self.init, trust_remote_code=self.recipe.model.trust_remote_code)
+        # An adapter directory has no config.json; its base (or merged weights) has the tokenizer.
+        return load_tokenizer(
+            resolve_init(self.init)[0], trust_remote_code=self.recipe.model.trust_remote_code
+        )
 
     def trainable_model(self, head: str = "causal_lm"):
         from alignment.model_setup import build_trainable
