@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alignment.data.adapters import ADAPTERS, get_adapter
+from alignment.data.adapters import ADAPTERS, LLAMA2_FIELDS, get_adapter
 from alignment.data.loading import load_preferences
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.data.sources import DataError
@@ -23,19 +23,7 @@ from alignment.data.sources import DataError
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = {
-    "llama2": [
-        "prompt",
-        "chosen",
-        "rejected",
-        "rating",
-        "category",
-        "margin",
-        "source",
-        "chosen_safe",
-        "rejected_safe",
-        "meta",
-        "ratng",
-    ],
+    "llama2": [*LLAMA2_FIELDS, "ratng"],  # plus a misspelt field, which must be refused
     "trl": ["prompt", "chosen", "rejected", "margin"],
     "hh-rlhf": ["chosen", "rejected"],
     "pku-saferlhf": [
