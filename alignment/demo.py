@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paddock: error: {err}", file=sys.stderr)
         return 2
     before, after = summary.get("gold_before") or {}, summary.get("gold_after") or {}
-    print(f"\nSFT finished in {time.perf_counter() - began:.0f}s")
+    print(f"\nrecipe done in {time.perf_counter() - began:.0f}s (stages already complete are skipped)")
     print(f"  held-out loss:            {summary['final'].get('eval_loss', float('nan')):.3f}")
     if before and after:
         print(
