@@ -246,6 +246,9 @@ class PaddockPreTrainedModel(PreTrainedModel):
         if isinstance(module, RotaryEmbedding):
             hf_init.copy_(module.inv_freq, rope_inverse_frequencies(module.config))
 
+    def get_input_embeddings(self):
+        return self.model.embed_tokens  # every head wraps the decoder as `self.model`
+
     def _save_as(self, architecture: str, **config_updates) -> None:
         # Record transformers' class name so plain `AutoModel*` users and other tools know the head.
         self.config.architectures = [architecture]
@@ -263,6 +266,9 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
         self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
 
     def forward(
         self,
@@ -342,9 +348,6 @@ class PaddockLlamaForCausalLM(PaddockPreTrainedModel, GenerationMixin):
         self._save_as("LlamaForCausalLM")
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
     def forward(
         self,
         input_ids=None,
@@ -396,9 +399,6 @@ class PaddockLlamaForReward(PaddockPreTrainedModel):
         self._save_as("LlamaForSequenceClassification", num_labels=1)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **_unused
     ) -> SequenceClassifierOutputWithPast:
@@ -425,9 +425,6 @@ class PaddockLlamaForValue(PaddockPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, 1, bias=True)
         self._save_as("LlamaForTokenClassification", num_labels=1)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **_unused

@@ -127,7 +127,25 @@ class PKUSafeRLHFAdapter(Adapter):
         return meta
 
 
-class UltraFeedbackAdapter(Adapter):
+class ScoredAdapter(Adapter):
+    """Sources whose pairs carry scores: the score difference maps to a rating bucket through
+    three descending thresholds (subclasses set DEFAULT_THRESHOLDS)."""
+
+    DEFAULT_THRESHOLDS: tuple[float, float, float] = (3.0, 2.0, 1.0)
+
+    def __init__(
+        self,
+        *,
+        thresholds: tuple[float, float, float] | None = None,
+        category: str = "helpfulness",
+        source: str | None = None,
+    ):
+        super().__init__(source=source)
+        self.thresholds = base.check_thresholds(thresholds or self.DEFAULT_THRESHOLDS, self.name)
+        self.category = base.category_option(category, self.name)
+
+
+class UltraFeedbackAdapter(ScoredAdapter):
     """UltraFeedback binarized: `chosen`/`rejected` conversations (or strings) with GPT-4 scores.
 
     The score gap sets the rating: by default gap >= 3 is significantly better, >= 2 better,
@@ -138,17 +156,6 @@ class UltraFeedbackAdapter(Adapter):
     name = "ultrafeedback"
     DEFAULT_THRESHOLDS = (3.0, 2.0, 1.0)
     USED = ("prompt", "chosen", "rejected", "messages")  # `messages` repeats `chosen`
-
-    def __init__(
-        self,
-        *,
-        thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
-        category: str = "helpfulness",
-        source: str | None = None,
-    ):
-        super().__init__(source=source)
-        self.thresholds = base.check_thresholds(thresholds, self.name)
-        self.category = base.category_option(category, self.name)
 
     def convert(self, row: dict) -> list[PreferencePair]:
         before_c, chosen = base.split_reply(row.get("chosen"), "chosen")
@@ -178,7 +185,7 @@ class UltraFeedbackAdapter(Adapter):
         ]
 
 
-class SHPAdapter(Adapter):
+class SHPAdapter(ScoredAdapter):
     """Stanford SHP: a Reddit post (`history`) and two top-level comments, A and B.
 
     `labels` is 1 when A is preferred. The rating comes from the score ratio (preferred / other):
@@ -189,17 +196,6 @@ class SHPAdapter(Adapter):
     name = "shp"
     DEFAULT_THRESHOLDS = (8.0, 4.0, 2.0)
     USED = ("history", "human_ref_A", "human_ref_B")
-
-    def __init__(
-        self,
-        *,
-        thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
-        category: str = "helpfulness",
-        source: str | None = None,
-    ):
-        super().__init__(source=source)
-        self.thresholds = base.check_thresholds(thresholds, self.name)
-        self.category = base.category_option(category, self.name)
 
     def convert(self, row: dict) -> list[PreferencePair]:
         prompt = base.prompt_messages(base.text(row, "history"), "history")
