@@ -101,3 +101,20 @@ def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: boo
         return publish_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_frozen(model_cfg, init: str, head: str = "causal_lm", dtype: torch.dtype | None = None):
+    """A model that is only read (reward models, a PPO reference): adapters merged, no gradients."""
+    base_path, adapter = resolve_init(init)
+    model = load_model(
+        base_path,
+        head=head,
+        dtype=dtype or weights_dtype(model_cfg.precision),
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.requires_grad_(False)
+    return model.eval()

@@ -25,7 +25,12 @@ from alignment.recipes.config import RecipeError, at, closest, describe, join, n
 
 # Modules that define stage configs; imported (so their `register_stage` runs) before a recipe is
 # parsed or the schema is documented. Stage modules add their dotted module name here.
-STAGE_MODULES: tuple[str, ...] = ("alignment.stages.sft", "reward_models.stage")
+STAGE_MODULES: tuple[str, ...] = (
+    "alignment.stages.sft",
+    "reward_models.stage",
+    "alignment.stages.rejection_sampling",
+    "alignment.stages.ppo",
+)
 
 STAGES: dict[str, type] = {}
 

@@ -8,9 +8,11 @@ RUNNERS: dict[str, Callable] = {}
 
 
 def runners() -> dict[str, Callable]:
-    from alignment.stages import sft
+    from alignment.stages import ppo, rejection_sampling, sft
     from reward_models import stage as reward_model
 
     RUNNERS.setdefault("sft", sft.run_sft)
     RUNNERS.setdefault("reward_model", reward_model.run_reward_model)
+    RUNNERS.setdefault("rejection_sampling", rejection_sampling.run_rejection_sampling)
+    RUNNERS.setdefault("ppo", ppo.run_ppo)
     return RUNNERS

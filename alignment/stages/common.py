@@ -76,6 +76,12 @@ def data_path(path: str) -> Path:
     return REPO_ROOT / path if (REPO_ROOT / path).exists() else candidate
 
 
+def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
+    """An earlier stage's model directory, or the path as given."""
+    names = [s.name for s in ctx.recipe.stages]
+    return str(ctx.run_dir / name_or_path / "model") if name_or_path in names else name_or_path
+
+
 def load_source(ctx: StageContext, source, kind: str):
     path = data_path(source.path)
     name = source.name or Path(source.path).stem

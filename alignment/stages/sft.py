@@ -28,10 +28,10 @@ from alignment.stages.common import (
 from alignment.training.loop import train
 
 
-@register_stage("sft")
 @dataclass(kw_only=True)
-class SFTConfig(StageConfig):
-    """Supervised fine-tuning on dialogues, loss on assistant answers only (Llama 2 §3.1)."""
+class FinetuneConfig:
+    """Fine-tuning on dialogues: the SFT stage's settings, reused by stages that end in SFT
+    (rejection sampling's pool, Ghost Attention, context distillation)."""
 
     learning_rate: float = setting("Peak learning rate (paper: 2e-5).", default=2e-5)
     epochs: float = setting("Passes over the data (paper: 2); fractions allowed.", default=2.0)
@@ -41,9 +41,6 @@ class SFTConfig(StageConfig):
     packing: bool = setting(
         "Concatenate examples (each ends with EOS, the separator) into full-length sequences.", default=False
     )
-    chat_style: Literal["template", "llama2"] = setting(
-        "`template`: the tokenizer's chat template; `llama2`: [INST] / <<SYS>> format.", default="template"
-    )
     weight_decay: float = setting("AdamW weight decay (paper: 0.1).", default=0.1)
     warmup_ratio: float = setting("Share of steps spent warming up the LR.", default=0.03)
     min_lr_ratio: float = setting("Cosine schedule floor as a share of the peak LR.", default=0.0)
@@ -52,6 +49,16 @@ class SFTConfig(StageConfig):
     log_every: int = setting("Log metrics every N steps.", default=1)
     eval_every: int = setting("Held-out loss every N steps (0: at the end only).", default=0)
     checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
+
+
+@register_stage("sft")
+@dataclass(kw_only=True)
+class SFTConfig(StageConfig, FinetuneConfig):
+    """Supervised fine-tuning on dialogues, loss on assistant answers only (Llama 2 §3.1)."""
+
+    chat_style: Literal["template", "llama2"] = setting(
+        "`template`: the tokenizer's chat template; `llama2`: [INST] / <<SYS>> format.", default="template"
+    )
     eval_examples: int = setting("Held-out examples used for the eval loss (the first N).", default=64)
     gold_eval: GoldEvalConfig | None = setting(
         "Generate answers for gym prompts before and after training and score them with the gold graders.",
@@ -59,11 +66,13 @@ class SFTConfig(StageConfig):
     )
 
 
-def encode_all(dialogues, tokenizer, cfg: SFTConfig) -> tuple[list[dict], int]:
+def encode_all(
+    dialogues, tokenizer, cfg: FinetuneConfig, style: str, loss_on: str = "all"
+) -> tuple[list[dict], int]:
     """Encoded examples with at least one loss token after truncation; also how many were dropped."""
     examples, dropped = [], 0
     for dialogue in dialogues:
-        enc = encode_dialogue(dialogue.messages, tokenizer, style=cfg.chat_style, loss_on="all")
+        enc = encode_dialogue(dialogue.messages, tokenizer, style=style, loss_on=loss_on)
         ids, labels = enc.input_ids[: cfg.max_length], enc.labels[: cfg.max_length]
         if all(label == IGNORE_INDEX for label in labels[1:]):
             dropped += 1  # the answer starts past max_length: nothing to learn from this one
@@ -124,21 +133,26 @@ def token_weighted_loss(model, examples: list[dict], pad_token_id: int, batch_si
     return total / max(count, 1)
 
 
-def run_sft(ctx: StageContext) -> dict:
-    cfg: SFTConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: SFT needs `data` with dialogue sources")
-    tokenizer = ctx.tokenizer()
-    train_rows, test_rows, data_report = load_records(ctx, kind="dialogues")
-    train_examples, dropped = encode_all(train_rows, tokenizer, cfg)
-    test_examples, _ = encode_all(test_rows, tokenizer, cfg)
-    test_examples = test_examples[: cfg.eval_examples]
+def finetune(
+    ctx: StageContext,
+    model,
+    tokenizer,
+    cfg: FinetuneConfig,
+    train_dialogues,
+    test_dialogues=(),
+    style: str = "template",
+    loss_on: str = "all",
+    stage_dir=None,
+    eval_examples: int = 64,
+) -> dict:
+    """Train `model` on dialogues with the SFT loss; returns the loop's final metrics and counts."""
+    train_examples, dropped = encode_all(train_dialogues, tokenizer, cfg, style, loss_on)
+    test_examples = encode_all(test_dialogues, tokenizer, cfg, style, loss_on)[0][:eval_examples]
     if cfg.packing:
         train_examples = pack(train_examples, cfg.max_length, ctx.seed)
     if not train_examples:
-        raise PaddockError(f"stage {cfg.name}: no training example has an answer within max_length")
-    model = ctx.trainable_model()
-    gold_before = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "before")
+        raise PaddockError(f"stage {ctx.stage.name}: no training example has an answer within max_length")
+    stage_dir = stage_dir or ctx.dir
     pad = tokenizer.pad_token_id
     final = train(
         model,
@@ -146,18 +160,36 @@ def run_sft(ctx: StageContext) -> dict:
         lambda batch: collate(batch, pad),
         lm_loss,
         loop_settings(cfg, ctx),
-        ctx.dir,
+        stage_dir,
         evaluate=(lambda m: {"loss": token_weighted_loss(m, test_examples, pad)}) if test_examples else None,
-        description=f"{ctx.run_name}/{cfg.name}",
+        description=f"{ctx.run_name}/{ctx.stage.name}",
     )
-    gold_after = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "after")
-    summary = {
+    return {
+        "final": final,
         "train_examples": len(train_examples),
         "test_examples": len(test_examples),
         "dropped_too_long": dropped,
-        "data": data_report,
-        "final": final,
-        "gold_before": gold_before,
-        "gold_after": gold_after,
     }
+
+
+def run_sft(ctx: StageContext) -> dict:
+    cfg: SFTConfig = ctx.stage
+    if cfg.data is None:
+        raise PaddockError(f"stage {cfg.name}: SFT needs `data` with dialogue sources")
+    tokenizer = ctx.tokenizer()
+    train_rows, test_rows, data_report = load_records(ctx, kind="dialogues")
+    model = ctx.trainable_model()
+    gold_before = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "before")
+    result = finetune(
+        ctx,
+        model,
+        tokenizer,
+        cfg,
+        train_rows,
+        test_rows,
+        style=cfg.chat_style,
+        eval_examples=cfg.eval_examples,
+    )
+    gold_after = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "after")
+    summary = {**result, "data": data_report, "gold_before": gold_before, "gold_after": gold_after}
     return finish_stage(ctx, model, tokenizer, summary)

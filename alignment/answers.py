@@ -1,0 +1,68 @@
+"""Answer conversations with the generation engine, in the chat format a stage trains with.
+
+Every stage that samples (gold evaluation, rejection sampling, PPO rollouts, context distillation)
+goes through here, so they all encode prompts and decode answers the same way.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+
+from alignment.base_model.generation import GenerationOutput, SamplingConfig, generate_from_tokens
+from alignment.data.chat_format import encode_prompt
+
+
+@dataclass
+class Answers:
+    texts: list[str]  # [len(prompts) * n], prompt-major
+    outputs: list[GenerationOutput]  # one per generation batch
+    prompt_ids: list[list[int]]  # encoded prompts, [len(prompts)]
+
+
+def sampling_for(tokenizer, **settings) -> SamplingConfig:
+    """A SamplingConfig that stops at the tokenizer's EOS and pads with its pad token."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return SamplingConfig(eos_token_ids=(eos,) if eos is not None else (), pad_token_id=pad, **settings)
+
+
+def decode_responses(tokenizer, out: GenerationOutput) -> list[str]:
+    return [
+        tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+        for ids, mask in zip(out.responses, out.response_mask, strict=True)
+    ]
+
+
+@torch.no_grad()
+def answer(
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    sampling: SamplingConfig,
+    style: str = "template",
+    autocast: bool = False,
+    batch_size: int = 32,
+    max_prompt_tokens: int | None = None,
+) -> Answers:
+    """`sampling.n` answers to each conversation (prompt-major order). Batches are seeded from
+    `sampling.seed` and their index, so the answers do not depend on the batch they fell in."""
+    prompt_ids = [encode_prompt(c, tokenizer, style=style) for c in conversations]
+    if max_prompt_tokens:
+        prompt_ids = [ids[-max_prompt_tokens:] for ids in prompt_ids]
+    was_training = model.training
+    model.eval()
+    texts, outputs = [], []
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    with context:
+        for index, start in enumerate(range(0, len(prompt_ids), batch_size)):
+            seed = None if sampling.seed is None else sampling.seed * 1_000_003 + index
+            out = generate_from_tokens(
+                model, prompt_ids[start : start + batch_size], replace(sampling, seed=seed), tokenizer
+            )
+            outputs.append(out)
+            texts += decode_responses(tokenizer, out)
+    model.train(was_training)
+    return Answers(texts, outputs, prompt_ids)

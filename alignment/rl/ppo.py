@@ -1,0 +1,326 @@
+"""One PPO iteration (Llama 2 §3.2.3): roll out with the generation engine, score, penalise the KL to
+the frozen reference, estimate advantages with GAE, then one gradient step per minibatch.
+
+The pieces it is made of are pure functions in alignment/rl/functional.py; this module only wires
+models to them. Models come in through three small adapters, so the same loop runs a full
+fine-tune (separate reference and critic models) or LoRA with one shared frozen base:
+
+- policy: a causal LM (PEFT-wrapped or not); its log-probs come from the fused linear + log-prob
+  kernel, so the [tokens x vocab] logits never exist;
+- reference: the policy with its adapters switched off, or a separate frozen model;
+- critic: a value head on a backbone, either its own model or a second adapter on the policy's base.
+
+Choices the paper leaves open (documented in docs/ppo.md): per-token k1 KL penalty, the scalar
+reward on the last answer token, GAE with γ = 1 and λ = 0.95, whitened advantages, a clipped value
+loss, dropout off (eval mode) everywhere so the first minibatch's ratio is exactly 1.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignment.base_model import kernels
+from alignment.base_model.generation import SamplingConfig, generate_from_tokens
+from alignment.errors import PaddockError
+from alignment.rl.functional import (
+    RunningMoments,
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    kl_penalised_rewards,
+    kl_per_token,
+    masked_mean,
+    whiten,
+)
+
+
+@dataclass
+class PPOSettings:
+    beta: float = 0.01  # KL penalty (paper: 0.01; 0.005 at 34B/70B)
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip: float = 0.2
+    value_clip: float | None = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    minibatch_size: int = 64
+    ppo_epochs: int = 1
+    whiten_rewards: str = "batch"  # batch | running | none
+    whiten_advantages: bool = True
+    max_grad_norm: float = 1.0
+
+
+def causal_lm_of(model):
+    """The PaddockLlamaForCausalLM inside a PEFT wrapper (adapters injected in place) or the model."""
+    return model.get_base_model() if hasattr(model, "peft_config") else model
+
+
+def response_logprobs(model, sequences, attention_mask, prompt_length: int, with_entropy=False):
+    """(log-prob [R, N], entropy [R, N] or None) of the response tokens sequences[:, P:]."""
+    inner = causal_lm_of(model)
+    hidden = inner.model(input_ids=sequences, attention_mask=attention_mask).last_hidden_state  # [R, P+N, C]
+    head = inner.lm_head
+    return kernels.fused_linear_logprobs(
+        hidden[:, prompt_length - 1 : -1],
+        head.weight,
+        sequences[:, prompt_length:],
+        head.bias,
+        with_entropy=with_entropy,
+    )
+
+
+class AdapterReference:
+    """π_0 = the policy with every adapter off: no second copy of the weights."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def logprobs(self, sequences, attention_mask, prompt_length):
+        with self.policy.disable_adapter():
+            return response_logprobs(self.policy, sequences, attention_mask, prompt_length)[0]
+
+
+class ModelReference:
+    def __init__(self, model):
+        self.model = model
+
+    def logprobs(self, sequences, attention_mask, prompt_length):
+        return response_logprobs(self.model, sequences, attention_mask, prompt_length)[0]
+
+
+class ModelCritic(nn.Module):
+    """A value model (PaddockLlamaForValue, PEFT-wrapped or not) of its own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @contextmanager
+    def active(self):
+        yield
+
+    def values(self, sequences, attention_mask, prompt_length):
+        """V(s_t) [R, N]: the value of the state before each response token."""
+        return self.model(input_ids=sequences, attention_mask=attention_mask).values[
+            :, prompt_length - 1 : -1
+        ]
+
+
+class AdapterCritic(nn.Module):
+    """A second LoRA adapter ("critic") on the policy's own frozen base plus a value head."""
+
+    def __init__(self, policy, value_head: nn.Linear, adapter: str = "critic"):
+        super().__init__()
+        self.value_head = value_head
+        self._policy = [policy]  # not a submodule: its parameters belong to the policy
+        self.adapter = adapter
+
+    @contextmanager
+    def active(self):
+        """Switch the shared base to the critic adapter (PEFT makes only the active one trainable)."""
+        policy = self._policy[0]
+        policy.set_adapter(self.adapter)
+        try:
+            yield
+        finally:
+            policy.set_adapter("default")
+
+    def values(self, sequences, attention_mask, prompt_length):
+        with self.active():
+            inner = causal_lm_of(self._policy[0])
+            hidden = inner.model(input_ids=sequences, attention_mask=attention_mask).last_hidden_state
+            return self.value_head(hidden[:, prompt_length - 1 : -1]).squeeze(-1)
+
+    def adapter_parameters(self):
+        policy = self._policy[0]
+        return [p for name, p in policy.named_parameters() if f".{self.adapter}." in name]
+
+
+@dataclass
+class Rollout:
+    sequences: torch.Tensor  # [R, P+N]
+    attention_mask: torch.Tensor  # [R, P+N]
+    response_mask: torch.Tensor  # [R, N] float
+    prompt_length: int
+    logprobs: torch.Tensor  # [R, N] under the policy that sampled
+    values: torch.Tensor  # [R, N]
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    stats: dict
+
+
+class PPOTrainer:
+    """reward_fn(records, texts, sequences, response_mask) -> dict of [R] tensors with at least
+    `reward` (the scalar to maximise, before whitening); other entries are logged as means."""
+
+    def __init__(
+        self,
+        policy,
+        reference,
+        critic,
+        reward_fn,
+        tokenizer,
+        settings: PPOSettings,
+        sampling: SamplingConfig,
+        optimizer,
+        autocast: bool = False,
+        style: str = "template",
+    ):
+        self.policy, self.reference, self.critic = policy, reference, critic
+        self.reward_fn, self.tokenizer, self.settings, self.sampling = (
+            reward_fn,
+            tokenizer,
+            settings,
+            sampling,
+        )
+        self.optimizer, self.autocast, self.style = optimizer, autocast, style
+        self.running = RunningMoments()
+        self.policy_params = policy_parameters(policy, critic)
+        self.critic_params = critic_parameters(critic)
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else nullcontext()
+
+    @torch.no_grad()
+    def rollout(self, records, prompt_ids: list[list[int]], seed: int) -> Rollout:
+        s = self.settings
+        self.policy.eval()
+        with self._autocast():
+            out = generate_from_tokens(
+                self.policy, prompt_ids, _with_seed(self.sampling, seed), self.tokenizer
+            )
+            P = out.prompt_length
+            mask = out.response_mask.float()
+            attention = torch.cat([out.prompt_mask, out.response_mask], dim=1)
+            logprobs = response_logprobs(self.policy, out.sequences, attention, P)[0].float() * mask
+            ref = self.reference.logprobs(out.sequences, attention, P).float() * mask
+            values = self.critic.values(out.sequences, attention, P).float() * mask
+        if not bool((mask.sum(1) > 0).all()):
+            raise PaddockError("a rollout produced an empty answer; raise max_new_tokens")
+        texts = [
+            self.tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
+            for ids, m in zip(out.responses, out.response_mask, strict=True)
+        ]
+        n = self.sampling.n
+        scores = self.reward_fn(
+            [r for r in records for _ in range(n)], texts, out.sequences, out.response_mask
+        )
+        raw = scores["reward"].float()
+        check_finite(raw, "reward")
+        if s.whiten_rewards == "running":
+            self.running.update(raw)
+            reward = self.running.whiten(raw)
+        elif s.whiten_rewards == "batch" and len(raw) > 1:
+            reward = whiten(raw)
+        else:
+            reward = raw
+        kl = kl_per_token(logprobs, ref, s.kl_estimator) * mask
+        rewards = kl_penalised_rewards(reward, kl, mask, s.beta)
+        advantages, returns = gae(rewards, values, mask, s.gamma, s.lam)
+        if s.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        check_finite(advantages, "advantage")
+        lengths = mask.sum(1)
+        stats = {
+            **{f"reward_{k}": float(v.float().mean()) for k, v in scores.items() if k != "reward"},
+            "reward": float(raw.mean()),
+            "kl": float((kl.sum(1)).mean()),
+            "response_length": float(lengths.mean()),
+            "samples": texts[:4],
+        }
+        return Rollout(out.sequences, attention, mask, P, logprobs, values, advantages, returns, stats)
+
+    def train_on(self, rollout: Rollout, seed: int) -> dict:
+        s = self.settings
+        generator = torch.Generator().manual_seed(seed)
+        R = rollout.sequences.shape[0]
+        totals: dict[str, list[float]] = {}
+        for _ in range(s.ppo_epochs):
+            order = torch.randperm(R, generator=generator)
+            for start in range(0, R, s.minibatch_size):
+                idx = order[start : start + s.minibatch_size]
+                stats = self._minibatch_step(rollout, idx)
+                for key, value in stats.items():
+                    totals.setdefault(key, []).append(value)
+        return {key: sum(v) / len(v) for key, v in totals.items()}
+
+    def _minibatch_step(self, r: Rollout, idx: torch.Tensor) -> dict:
+        s = self.settings
+        seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.response_mask[idx]
+        with self._autocast():
+            logprobs, entropy = response_logprobs(self.policy, seq, att, r.prompt_length, with_entropy=True)
+        logprobs = logprobs.float()
+        pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip)
+        entropy = masked_mean(entropy.float(), mask)
+        loss = pg_loss - s.entropy_coef * entropy
+        check_finite(loss.detach(), "policy loss")
+        loss.backward()
+        # The critic's backward runs while its adapter is the active (trainable) one.
+        with self._autocast():
+            values = self.critic.values(seq, att, r.prompt_length).float()
+        vf_loss, vf_stats = clipped_value_loss(values, r.values[idx], r.returns[idx], mask, s.value_clip)
+        check_finite(vf_loss.detach(), "value loss")
+        with self.critic.active():
+            (s.value_coef * vf_loss).backward()
+        policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, s.max_grad_norm)
+        critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, s.max_grad_norm)
+        check_finite(policy_norm, "policy gradient norm")
+        check_finite(critic_norm, "critic gradient norm")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "policy_loss": float(pg_loss.detach()),
+            "value_loss": float(vf_loss.detach()),
+            "entropy": float(entropy.detach()),
+            "policy_grad_norm": float(policy_norm),
+            **pg_stats,
+            **vf_stats,
+        }
+
+    def iteration(self, records, prompt_ids, seed: int) -> dict:
+        rollout = self.rollout(records, prompt_ids, seed)
+        self.policy.eval()  # dropout off for the update too: see the module docstring
+        stats = self.train_on(rollout, seed + 1)
+        return {**rollout.stats, **stats}
+
+
+def policy_parameters(policy, critic) -> list[nn.Parameter]:
+    """The policy's trainable weights: its own adapter's when LoRA (not the critic's adapter on the
+    same base, whatever PEFT's requires_grad flags say at the moment), else every trainable one."""
+    if hasattr(policy, "peft_config"):
+        return [p for name, p in policy.named_parameters() if ".default." in name]
+    critic_ids = {id(p) for p in critic_parameters(critic)}
+    return [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids]
+
+
+def critic_parameters(critic) -> list[nn.Parameter]:
+    if isinstance(critic, AdapterCritic):
+        return [*critic.adapter_parameters(), *critic.value_head.parameters()]
+    return [p for p in critic.parameters() if p.requires_grad]
+
+
+def make_optimizer(
+    policy_params, critic_params, lr, critic_lr, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-5
+):
+    """AdamW with the paper's PPO settings; policy and critic as two parameter groups."""
+    groups = [
+        {"params": list(policy_params), "lr": lr},
+        {"params": list(critic_params), "lr": critic_lr},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def check_finite(value: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(value).all():
+        raise PaddockError(f"PPO: {what} is not finite (NaN or inf); the last good checkpoint is kept")
+
+
+def _with_seed(sampling: SamplingConfig, seed: int) -> SamplingConfig:
+    from dataclasses import replace
+
+    return replace(sampling, seed=seed)

@@ -1,0 +1,106 @@
+"""Scoring sampled answers with the frozen helpfulness and safety reward models, combined by Llama 2's
+rule (safety/reward_combination.py). Rejection sampling and PPO share this scorer.
+
+Answers are re-encoded from text in the RM's chat format (prompt + answer + EOS), exactly as the RMs
+saw pairs in training, so an RM trained elsewhere with its own tokenizer scores what it was trained on.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from alignment.data.chat_format import encode_dialogue
+from alignment.recipes.config import join, setting
+from alignment.recipes.schema import check_range
+from safety.reward_combination import combine_rewards, logit
+
+
+def encode_answer(tokenizer, conversation: list[dict], text: str, style: str, max_length: int) -> list[int]:
+    ids = encode_dialogue(
+        conversation + [{"role": "assistant", "content": text}], tokenizer, style=style
+    ).input_ids
+    eos = tokenizer.eos_token_id
+    while len(ids) > 1 and ids[-1] != eos and eos in ids[-3:]:  # template separators after EOS
+        ids = ids[:-1]
+    return ids[-max_length:]
+
+
+@torch.no_grad()
+def rm_scores(
+    model, tokenizer, conversations, texts, style="template", max_length=512, batch_size=16, autocast=False
+):
+    """Raw scalar scores r(x, y) [N] of each (conversation, answer)."""
+    from reward_models.scoring import right_pad
+
+    rows = [
+        encode_answer(tokenizer, c, t, style, max_length) for c, t in zip(conversations, texts, strict=True)
+    ]
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    scores = []
+    with context:
+        for start in range(0, len(rows), batch_size):
+            ids, mask = right_pad(rows[start : start + batch_size], tokenizer.pad_token_id)
+            scores.append(model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+class RewardScorer:
+    """Both RMs and the combination: `scorer(conversations, texts, is_safety)` -> dict of [N] tensors
+    `helpful`, `safety` (raw scores), `combined` (probability Rc) and `reward` = logit(Rc)."""
+
+    def __init__(
+        self, helpful, safety, tokenizer, style="template", threshold=0.15, max_length=512, autocast=False
+    ):
+        self.helpful, self.safety, self.tokenizer = helpful, safety, tokenizer
+        self.style, self.threshold, self.max_length, self.autocast = style, threshold, max_length, autocast
+
+    def __call__(self, conversations, texts, is_safety: torch.Tensor) -> dict[str, torch.Tensor]:
+        kwargs = dict(style=self.style, max_length=self.max_length, autocast=self.autocast)
+        helpful = rm_scores(self.helpful, self.tokenizer, conversations, texts, **kwargs)
+        safety = rm_scores(self.safety, self.tokenizer, conversations, texts, **kwargs)
+        combined = combine_rewards(helpful, safety, is_safety, threshold=self.threshold)
+        return {"helpful": helpful, "safety": safety, "combined": combined, "reward": logit(combined)}
+
+
+@dataclass(kw_only=True)
+class RewardModelsConfig:
+    """The frozen reward models that score samples, and Llama 2's rule for combining them."""
+
+    helpful: str = setting(
+        "Helpfulness RM: an earlier stage's name or a checkpoint path.", default="rm_helpful"
+    )
+    safety: str = setting("Safety RM: an earlier stage's name or a checkpoint path.", default="rm_safety")
+    threshold: float = setting(
+        "Use the safety score when σ(safety score) is below this, even on helpfulness prompts (paper: 0.15).",
+        default=0.15,
+    )
+    max_length: int = setting(
+        "Tokens of prompt + answer an RM reads; prompts are cut from the left.", default=512
+    )
+
+    def check_config(self, path: str) -> None:
+        check_range(self.threshold, join(path, "threshold"), low=0, high=1)
+
+
+def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
+    from alignment.errors import PaddockError
+    from alignment.model_setup import load_frozen
+    from alignment.stages.common import resolve_stage_model
+
+    models = {}
+    for role in ("helpful", "safety"):
+        path = resolve_stage_model(ctx, getattr(cfg, role))
+        try:
+            models[role] = load_frozen(ctx.recipe.model, path, head="reward")
+        except (OSError, ValueError) as err:
+            raise PaddockError(
+                f"stage {ctx.stage.name}: cannot load the {role} reward model {path}: {err}"
+            ) from None
+        models[role].config.pad_token_id = tokenizer.pad_token_id
+    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    return RewardScorer(
+        models["helpful"], models["safety"], tokenizer, style, cfg.threshold, cfg.max_length, autocast
+    )
