@@ -331,7 +331,15 @@ def run_ppo(ctx: StageContext) -> dict:
             break
         if (it + 1) % cfg.checkpoint_every == 0 and not done:
             extra = {"evals": evals, "running": trainer.running.state_dict()}
-            save_training_checkpoint(ctx.dir.checkpoints, it + 1, modules, optimizer, scheduler, extra)
+            save_training_checkpoint(
+                ctx.dir.checkpoints,
+                it + 1,
+                modules,
+                optimizer,
+                scheduler,
+                extra,
+                weights=trained_weights(modules, optimizer),
+            )
     bar.close()
     after = evaluate_policy(trainer, scorer, tokenizer, sets, cfg)
     last_iteration = evals[-1]["iteration"] if stopped_early else cfg.iterations
@@ -350,6 +358,13 @@ def run_ppo(ctx: StageContext) -> dict:
         "ppo_plots": plot_ppo(ctx.dir.metrics.rows(), evals, ctx.dir.plots, ctx.dir.root),
     }
     return finish_stage(ctx, policy, tokenizer, summary, plot_keys=("reward", "eval_proxy_reward"))
+
+
+def trained_weights(modules: nn.Module, optimizer) -> dict[str, torch.Tensor]:
+    """Every tensor the optimizer updates, by name: PEFT marks only the active adapter trainable, so
+    requires_grad alone would miss the critic adapter."""
+    updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return {name: p.detach().contiguous() for name, p in modules.named_parameters() if id(p) in updated}
 
 
 def _numbers(stats: dict) -> dict:

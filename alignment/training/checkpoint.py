@@ -25,13 +25,14 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_training_checkpoint(
-    directory: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2
+    directory: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2, weights=None
 ) -> Path:
+    """`weights` overrides which tensors are saved (default: every parameter with requires_grad)."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
     try:
-        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        save_file(weights if weights is not None else trainable_state(model), tmp / "trainable.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
         state = {

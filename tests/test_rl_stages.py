@@ -1,0 +1,145 @@
+"""Rejection sampling and PPO through the real CLI on a tiny model: SFT -> both RMs -> RS -> PPO,
+LoRA with merged weights, as recipes/llama2_chat.yaml chains them. Checks every artifact, the
+Figure 7 curve, the pool, the PPO metrics and plots, resume of a killed PPO stage, and that the
+saved policy is a plain adapter (the critic adapter is not in it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
+
+
+def lines(path: str, n: int) -> str:
+    return "\n".join((REPO / path).read_text().splitlines()[:n]) + "\n"
+
+
+def rm_stage(name: str, mixture: str) -> dict:
+    return {
+        "type": "reward_model",
+        "name": name,
+        "init_from": "sft",
+        "learning_rate": 3e-3,
+        "max_steps": 4,
+        "batch_size": 4,
+        "max_length": 96,
+        "min_warmup_steps": 1,
+        "eval_pairs": 8,
+        "data": {
+            "sources": [
+                {"path": "helpful.jsonl", "name": "helpfulness"},
+                {"path": "safety.jsonl", "name": "safety"},
+            ],
+            "mixture": mixture,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("rl")
+    (tmp / "dialogues.jsonl").write_text(lines("data/gym/sft_train.jsonl", 32))
+    (tmp / "helpful.jsonl").write_text(lines("data/gym/helpfulness_pairs_train.jsonl", 32))
+    (tmp / "safety.jsonl").write_text(lines("data/gym/safety_pairs_train.jsonl", 32))
+    rl = (REPO / "data/gym/rl_prompts_train.jsonl").read_text().splitlines()
+    (tmp / "prompts.jsonl").write_text("\n".join(rl[:24] + rl[-8:]) + "\n")  # helpfulness + safety prompts
+    prompts = {"sources": [{"path": str(tmp / "prompts.jsonl")}], "test_fraction": 0.25}
+    gold = {"n_helpful": 4, "n_safety": 4, "n_borderline": 4, "max_new_tokens": 8}
+    stages = [
+        {"type": "sft", "learning_rate": 1e-2, "max_steps": 4, "batch_size": 4, "max_length": 96,
+         "data": {"sources": [{"path": str(tmp / "dialogues.jsonl")}]}},
+        rm_stage("rm_helpful", "llama2_helpfulness_rm"),
+        rm_stage("rm_safety", "llama2_safety_rm"),
+        {"type": "rejection_sampling", "init_from": "sft", "iterations": 2, "prompts_per_iteration": 6,
+         "samples_per_prompt": 3, "max_new_tokens": 8, "pool_from_iteration": 2, "gold": gold,
+         "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
+         "data": prompts},
+        {"type": "ppo", "iterations": 4, "batch_size": 6, "minibatch_size": 3, "learning_rate": 1e-3,
+         "critic_learning_rate": 1e-3, "max_new_tokens": 8, "eval_every": 2, "checkpoint_every": 1,
+         "gold": gold, "data": prompts},
+    ]  # fmt: skip
+    for stage in stages[1:3]:
+        for source in stage["data"]["sources"]:
+            source["path"] = str(tmp / source["path"])
+    recipe = {
+        "run_name": "tiny",
+        "output_dir": str(tmp / "runs"),
+        "seed": 1,
+        "model": {"name_or_path": str(tiny_checkpoint), "precision": "fp32", "lora": {"r": 4, "alpha": 8},
+                  "merge_lora": True},
+        "stages": stages,
+        "logging": {"report_to": ["none"], "progress": False},
+    }  # fmt: skip
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = paddock("run", str(tmp / "recipe.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp
+
+
+def test_rejection_sampling_writes_the_curve_pool_and_gold(rl_run):
+    out = rl_run / "runs/tiny/rejection_sampling"
+    summary = json.loads((out / "summary.json").read_text())
+    first, second = summary["iterations"]
+    assert first["trained_on"] == "this iteration's best" and second["trained_on"] == "pool"
+    curve = first["best_vs_median"]
+    assert curve["n"] == [1, 2, 3]
+    assert curve["best"] == sorted(curve["best"])  # the max over more samples never falls
+    assert curve["best"][0] == curve["median"][0]  # one sample: best is the median
+    assert first["kept_mean_reward"] >= first["mean_reward"]
+    assert second["pool_size"] >= first["pool_size"]
+    assert {"helpful_correct", "unsafe_compliance", "false_refusal"} <= set(summary["gold_after"])
+    assert (out / "plots/best_vs_median.png").is_file() and (out / "COMPLETE").is_file()
+    assert (out / "model/adapter_config.json").is_file() and (out / "model/merged/config.json").is_file()
+
+
+def test_ppo_writes_metrics_plots_and_a_policy_only_adapter(rl_run):
+    out = rl_run / "runs/tiny/ppo"
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("reward", "reward_helpful", "reward_safety", "kl", "entropy", "policy_loss", "value_loss",
+                "clip_fraction", "response_length"):  # fmt: skip
+        assert key in rows[-1], key
+    assert "eval_proxy_reward" in rows[1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "fresh" in summary["critic_init"]  # RS output is not the RMs' base
+    assert [e["iteration"] for e in summary["evals"]] == [0, 2, 4]
+    assert {"helpful_correct", "unsafe_compliance", "false_refusal", "kl"} <= set(summary["eval_after"])
+    assert (out / "plots/ppo_training.png").is_file() and (out / "plots/gold_vs_proxy.png").is_file()
+    adapter = json.loads((out / "model/adapter_config.json").read_text())
+    assert adapter["r"] == 4 and not (out / "model/critic").exists()
+
+
+def test_killed_ppo_stage_resumes_to_the_uninterrupted_result(rl_run):
+    """Run the recipe again into a fresh output dir holding copies of the finished earlier stages,
+    SIGKILL it once PPO has written a checkpoint, re-run: PPO's metrics equal the uninterrupted run's."""
+    resumed = rl_run / "resumed"
+    shutil.copytree(rl_run / "runs", resumed)
+    shutil.rmtree(resumed / "tiny/ppo")
+    stage = resumed / "tiny/ppo"
+    command = [
+        sys.executable,
+        "-m",
+        "alignment.cli",
+        "run",
+        str(rl_run / "recipe.yaml"),
+        f"output_dir={resumed}",
+    ]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(stage.glob("checkpoints/step-*/state.json")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage / "COMPLETE").exists(), "the run finished before it could be killed"
+    again = paddock("run", str(rl_run / "recipe.yaml"), f"output_dir={resumed}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    drop = lambda rows: [{k: round(v, 5) for k, v in r.items() if "per_s" not in k} for r in rows]  # noqa: E731
+    assert drop(metrics(stage)) == drop(metrics(rl_run / "runs/tiny/ppo"))
