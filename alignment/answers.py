@@ -46,9 +46,13 @@ def answer(
     autocast: bool = False,
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
+    progress: str | None = None,
 ) -> Answers:
     """`sampling.n` answers to each conversation (prompt-major order). Batches are seeded from
-    `sampling.seed` and their index, so the answers do not depend on the batch they fell in."""
+    `sampling.seed` and their index, so the answers do not depend on the batch they fell in.
+    `progress`: a description for a progress bar over the prompts (None: no bar)."""
+    from tqdm.auto import tqdm
+
     prompt_ids = [encode_prompt(c, tokenizer, style=style) for c in conversations]
     if max_prompt_tokens:
         prompt_ids = [ids[-max_prompt_tokens:] for ids in prompt_ids]
@@ -56,6 +60,7 @@ def answer(
     model.eval()
     texts, outputs = [], []
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    bar = tqdm(total=len(prompt_ids), desc=progress, unit="prompt", disable=progress is None, leave=False)
     with context:
         for index, start in enumerate(range(0, len(prompt_ids), batch_size)):
             seed = None if sampling.seed is None else sampling.seed * 1_000_003 + index
@@ -64,5 +69,7 @@ def answer(
             )
             outputs.append(out)
             texts += decode_responses(tokenizer, out)
+            bar.update(len(prompt_ids[start : start + batch_size]))
+    bar.close()
     model.train(was_training)
     return Answers(texts, outputs, prompt_ids)

@@ -7,6 +7,7 @@ the previous stage's model, and the first from the recipe's model.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -41,6 +42,14 @@ def check_writable(run_dir: Path) -> None:
         raise PaddockError(f"{run_dir}: cannot write run outputs ({err.strerror})") from None
 
 
+def record_timing(run_dir: Path, stage: str, seconds: float) -> None:
+    """Wall time of each stage's last (finishing) run, for the report."""
+    path = run_dir / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[stage] = round(seconds, 1)
+    write_atomic(path, json.dumps(timings, indent=2) + "\n")
+
+
 def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) -> Path:
     recipe = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir) / recipe.run_name
@@ -69,5 +78,7 @@ def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) ->
         began = time.perf_counter()
         print(f"[{stage.name}] starting from {ctx.init}")
         registry[stage.type](ctx)
-        print(f"[{stage.name}] done in {time.perf_counter() - began:.0f}s -> {stage_dir.root}")
+        seconds = time.perf_counter() - began
+        record_timing(run_dir, stage.name, seconds)
+        print(f"[{stage.name}] done in {seconds:.0f}s -> {stage_dir.root}")
     return run_dir

@@ -74,13 +74,25 @@ def gold_rates(rows: dict[str, list[dict]], texts: dict[str, list[str]]) -> dict
 
 
 def evaluate_gold(
-    model, tokenizer, rows: dict[str, list[dict]], max_new_tokens=64, style="template", autocast=False
+    model,
+    tokenizer,
+    rows: dict[str, list[dict]],
+    max_new_tokens=64,
+    style="template",
+    autocast=False,
+    progress=True,
 ):
     """Greedy answers to every suite prompt; returns (rates, texts by kind)."""
     sampling = sampling_for(tokenizer, max_new_tokens=max_new_tokens, temperature=0)
     texts = {}
     for kind, records in rows.items():
         texts[kind] = answer(
-            model, tokenizer, [r["prompt"] for r in records], sampling, style, autocast
+            model,
+            tokenizer,
+            [r["prompt"] for r in records],
+            sampling,
+            style,
+            autocast,
+            progress=f"gold eval: {kind}" if progress else None,
         ).texts
     return gold_rates(rows, texts), texts

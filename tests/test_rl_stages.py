@@ -65,6 +65,7 @@ def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
         {"type": "ppo", "iterations": 4, "batch_size": 6, "minibatch_size": 3, "learning_rate": 1e-3,
          "critic_learning_rate": 1e-3, "max_new_tokens": 8, "eval_every": 2, "checkpoint_every": 1,
          "gold": gold, "data": prompts},
+        {"type": "evaluation", "gold": gold},
     ]  # fmt: skip
     for stage in stages[1:3]:
         for source in stage["data"]["sources"]:
@@ -143,3 +144,21 @@ def test_killed_ppo_stage_resumes_to_the_uninterrupted_result(rl_run):
     assert again.returncode == 0, again.stderr[-3000:]
     drop = lambda rows: [{k: round(v, 5) for k, v in r.items() if "per_s" not in k} for r in rows]  # noqa: E731
     assert drop(metrics(stage)) == drop(metrics(rl_run / "runs/tiny/ppo"))
+
+
+def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run):
+    out = rl_run / "runs/tiny/evaluation"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"] == ["base", "sft", "rejection_sampling", "ppo"]
+    for name in summary["models"]:
+        gold = summary["gold"][name]
+        assert gold["n_helpful"] == gold["n_safety"] == gold["n_borderline"] == 4
+        assert 0 <= gold["unsafe_compliance"] <= 1 and 0 <= summary["rm"][name]["rm_unsafe"] <= 1
+    report = (out / "report.md").read_text()
+    for stage in ("sft", "rm_helpful", "rm_safety", "rejection_sampling", "ppo"):
+        assert stage in report
+    assert "](../rm_helpful/summary.json)" in report  # numbers link to their source files
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    for png in ("rates_by_stage", "rm_scores_by_stage", "helpful_vs_safety"):
+        assert (out / f"plots/{png}.png").is_file()
+    assert (rl_run / "runs/tiny/REPORT").read_text().strip().endswith("report.md")

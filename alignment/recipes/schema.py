@@ -30,6 +30,9 @@ STAGE_MODULES: tuple[str, ...] = (
     "reward_models.stage",
     "alignment.stages.rejection_sampling",
     "alignment.stages.ppo",
+    "alignment.stages.evaluation",
+    "safety.context_distillation",
+    "alignment.stages.gatt",
 )
 
 STAGES: dict[str, type] = {}

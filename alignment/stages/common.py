@@ -77,9 +77,11 @@ def data_path(path: str) -> Path:
 
 
 def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
-    """An earlier stage's model directory, or the path as given."""
+    """An earlier stage's model directory, or a path (relative ones as `data_path` finds them)."""
     names = [s.name for s in ctx.recipe.stages]
-    return str(ctx.run_dir / name_or_path / "model") if name_or_path in names else name_or_path
+    if name_or_path in names:
+        return str(ctx.run_dir / name_or_path / "model")
+    return str(data_path(name_or_path))
 
 
 def load_source(ctx: StageContext, source, kind: str):

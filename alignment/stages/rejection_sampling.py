@@ -163,6 +163,9 @@ def sample_and_score(ctx, model, tokenizer, scorer, records, temperature: float,
         autocast=ctx.recipe.model.precision == "bf16-autocast",
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
+        progress=f"sampling K={cfg.samples_per_prompt} at T={temperature}"
+        if ctx.recipe.logging.progress
+        else None,
     )
     k = cfg.samples_per_prompt
     conversations = [r.prompt for r in records for _ in range(k)]
@@ -360,7 +363,13 @@ def _gold(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None
     if cache.is_file():
         return json.loads(cache.read_text())
     rates, texts = evaluate_gold(
-        model, tokenizer, rows, ctx.stage.gold.max_new_tokens, ctx.stage.chat_style, autocast
+        model,
+        tokenizer,
+        rows,
+        ctx.stage.gold.max_new_tokens,
+        ctx.stage.chat_style,
+        autocast,
+        progress=ctx.recipe.logging.progress,
     )
     result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
     write_json(cache, result)

@@ -1,0 +1,155 @@
+"""The evaluation stage: every policy the run produced (and the base model) on the same held-out gym
+prompts, scored by the gold graders and the reward models, then the run report.
+
+Each model's results are cached in the stage dir (eval-<stage>.json), so a resumed evaluation only
+scores the models it has not scored yet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from alignment.errors import PaddockError
+from alignment.recipes.config import setting
+from alignment.recipes.schema import StageConfig, register_stage
+from alignment.rl.rewards import RewardModelsConfig, load_scorer
+from alignment.runs import write_atomic, write_json
+from alignment.stages.common import StageContext, data_path
+from safety.evaluation import GoldSuiteConfig, suite_rows
+
+POLICY_STAGES = ("sft", "rejection_sampling", "ppo", "gatt", "context_distillation")
+
+
+@register_stage("evaluation")
+@dataclass(kw_only=True)
+class EvaluationConfig(StageConfig):
+    """Gold-grader and reward-model evaluation of each stage's model, and the run report."""
+
+    models: list[str] | None = setting(
+        "Stages whose models to evaluate. Default: every earlier SFT/RS/PPO/GAtt/distillation stage.",
+        default=None,
+    )
+    include_base: bool = setting("Evaluate the recipe's base model too (as `base`).", default=True)
+    reward_models: RewardModelsConfig = setting(
+        "Reward models that score every answer (and their combination threshold).",
+        default_factory=RewardModelsConfig,
+    )
+    gold: GoldSuiteConfig = setting(
+        "Held-out gym prompts and answer length.", default_factory=GoldSuiteConfig
+    )
+    chat_style: Literal["template", "llama2"] = setting("Chat format of prompts.", default="template")
+
+
+def models_to_evaluate(ctx: StageContext) -> dict[str, str]:
+    cfg: EvaluationConfig = ctx.stage
+    names = [s.name for s in ctx.recipe.stages]
+    earlier = names[: names.index(cfg.name)]
+    chosen = cfg.models or [
+        s.name for s in ctx.recipe.stages if s.name in earlier and s.type in POLICY_STAGES
+    ]
+    unknown = [m for m in chosen if m not in earlier]
+    if unknown:
+        raise PaddockError(f"stage {cfg.name}: models {unknown} are not earlier stages of this recipe")
+    out = {"base": ctx.recipe.model.name_or_path} if cfg.include_base else {}
+    out.update({name: str(ctx.run_dir / name / "model") for name in chosen})
+    return out
+
+
+def run_evaluation(ctx: StageContext) -> dict:
+    from alignment.model_setup import load_frozen
+    from alignment.report import write_report
+    from safety.stage_eval import evaluate_model
+
+    cfg: EvaluationConfig = ctx.stage
+    tokenizer = ctx.tokenizer()
+    scorer = load_scorer(ctx, cfg.reward_models, tokenizer, cfg.chat_style)
+    rows = suite_rows(cfg.gold, data_path)
+    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    results = {}
+    for name, path in models_to_evaluate(ctx).items():
+        cache = ctx.dir.root / f"eval-{name}.json"
+        if cache.is_file():
+            results[name] = json.loads(cache.read_text())
+            continue
+        print(f"[{cfg.name}] evaluating {name}")
+        model = load_frozen(ctx.recipe.model, path)
+        results[name] = evaluate_model(
+            model, tokenizer, scorer, rows, cfg.gold.max_new_tokens, cfg.chat_style, autocast
+        )
+        write_json(cache, results[name])
+        del model
+    plots = plot_stages(results, ctx.dir.plots, cfg.reward_models.threshold)
+    md, page = write_report(ctx.run_dir, ctx.recipe, ctx.dir.root, results)
+    summary = {
+        "stage": cfg.name,
+        "type": cfg.type,
+        "models": list(results),
+        "gold": {name: r["gold"] for name, r in results.items()},
+        "rm": {name: r["rm"] for name, r in results.items()},
+        "report": str(md),
+        "report_html": str(page),
+        "plots": [str(p.relative_to(ctx.dir.root)) for p in plots],
+    }
+    ctx.dir.write_summary(summary)
+    ctx.dir.mark_complete()
+    print(f"[{cfg.name}] report: {md}")
+    write_atomic(ctx.run_dir / "REPORT", f"{md}\n")
+    return summary
+
+
+def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
+    import math
+
+    from matplotlib.figure import Figure
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    names = list(results)
+    written = []
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for key, label in (
+        ("helpful_correct", "helpful correct"),
+        ("unsafe_compliance", "unsafe compliance"),
+        ("false_refusal", "false refusal"),
+    ):
+        ax.plot(names, [results[n]["gold"].get(key) for n in names], "-o", label=f"gold: {label}")
+    ax.plot(names, [results[n]["rm"].get("rm_unsafe") for n in names], ":s", label="RM: unsafe (σ(rs) < thr)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("rate")
+    ax.set_title("Gold and RM rates after each stage")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    written.append(plots_dir / "rates_by_stage.png")
+    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+
+    fig = Figure(figsize=(10, 4))
+    for i, rm in enumerate(("helpful", "safety")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        data = [[v for kind in results[n]["scores"].values() for v in kind[rm]] for n in names]
+        ax.boxplot(data, tick_labels=names)
+        ax.set_title(f"{rm} RM scores of the answers")
+        ax.grid(alpha=0.3)
+    written.append(plots_dir / "rm_scores_by_stage.png")
+    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    for name in (names[0], names[-1]) if len(names) > 1 else names:
+        for kind, marker in (("helpful", "o"), ("safety", "x"), ("borderline", "^")):
+            scores = results[name]["scores"].get(kind)
+            if scores:
+                ax.scatter(
+                    scores["helpful"], scores["safety"], marker=marker, alpha=0.6, label=f"{name}: {kind}"
+                )
+    ax.axhline(math.log(threshold / (1 - threshold)), color="grey", ls="--", lw=1, label="safety threshold")
+    ax.set_xlabel("helpfulness RM score")
+    ax.set_ylabel("safety RM score")
+    ax.set_title("Helpfulness vs safety RM score per answer")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    written.append(plots_dir / "helpful_vs_safety.png")
+    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+    return written
