@@ -1,0 +1,428 @@
+"""Safety context distillation (Llama 2 §4.2.4), gated by the safety reward model.
+
+For each adversarial prompt the model answers twice: once as asked (the *plain* answer) and once
+with a safety preprompt (safety/preprompts.py), optionally followed by the answer template of the
+prompt's risk category (the *distilled* answer). The safety RM scores both answers against the
+prompt WITHOUT the preprompt, which is the context the model will be trained on. The distilled
+answer is kept only where its safety score is above the plain answer's: the paper found that the
+preprompt can make answers worse, e.g. vaguer or over-cautious, and that this gate stops such
+answers from being distilled. The model is then fine-tuned with the SFT loss on
+(prompt without preprompt -> kept distilled answer).
+
+Only prompts whose record has category `safety` are used: those are the adversarial ones
+(the gym tags its red-team prompts this way, with `meta.risk_category`).
+
+Resumable sub-steps, each cached in the stage dir: gold evaluation before (`gold_before.json`), the
+two generation passes (`answers_plain.json`, `answers_distilled.json`), the scored table
+(`distilled.jsonl`), the fine-tune (checkpoints like any stage), and gold evaluation after.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from alignment.answers import answer, sampling_for
+from alignment.data.records import Dialogue
+from alignment.errors import PaddockError
+from alignment.recipes.config import RecipeError, join, setting
+from alignment.recipes.schema import StageConfig, check_range, register_stage
+from alignment.rl.rewards import RewardModelsConfig
+from alignment.runs import write_atomic, write_json
+from alignment.stages.common import StageContext, data_path, finish_stage, load_records
+from alignment.stages.sft import FinetuneConfig, finetune
+from safety.evaluation import GoldSuiteConfig, evaluate_gold, suite_rows
+from safety.preprompts import ANSWER_TEMPLATES, DEFAULT_ADJECTIVES, apply_preprompt, distillation_preprompt
+
+
+@register_stage("context_distillation")
+@dataclass(kw_only=True)
+class ContextDistillationConfig(StageConfig):
+    """Safety context distillation: answer adversarial prompts with a safety preprompt, keep answers the
+    safety RM scores above the plain answer, fine-tune on them without the preprompt (Llama 2 §4.2.4).
+    `data` names RL-prompt sources; only records with category `safety` are used."""
+
+    reward_models: RewardModelsConfig = setting(
+        "Reward models: only `safety` (and `max_length`) are read; the helpfulness RM is not loaded.",
+        default_factory=RewardModelsConfig,
+    )
+    n_prompts: int = setting(
+        "Safety prompts to distil: a seeded draw from the training split's safety prompts (all if fewer).",
+        default=96,
+    )
+    adjectives: list[str] = setting(
+        "Adjectives the safety preprompt draws two of (paper: responsible, respectful, wise, ...).",
+        default_factory=lambda: list(DEFAULT_ADJECTIVES),
+    )
+    use_answer_templates: bool = setting(
+        "Add the prompt's risk category and its tailored answer template to the preprompt "
+        "(safety/preprompts.py; a category without one gets a generic template).",
+        default=True,
+    )
+    preprompt_mode: Literal["system", "prefix"] = setting(
+        "Where the preprompt goes: `system` message (in the llama2 style, the <<SYS>> block at the start "
+        "of the first [INST]) or `prefix` of the user's message.",
+        default="system",
+    )
+    margin: float = setting(
+        "Keep a distilled answer only if its safety score exceeds the plain answer's by more than this "
+        "(0: strictly higher; ties are not kept).",
+        default=0.0,
+    )
+    temperature: float = setting(
+        "Sampling temperature for both answers (0: greedy, so the preprompt is the only difference).",
+        default=0.0,
+    )
+    top_p: float = setting("Nucleus sampling cut (1.0: none); used when temperature > 0.", default=1.0)
+    max_new_tokens: int = setting("Answer length cap.", default=96)
+    max_prompt_tokens: int = setting("Prompts longer than this are cut from the left.", default=512)
+    generation_batch_size: int = setting("Prompts per generation batch.", default=16)
+    chat_style: Literal["template", "llama2"] = setting(
+        "Chat format for prompts, RM scoring and training.", default="template"
+    )
+    finetune: FinetuneConfig = setting(
+        "How the model is fine-tuned on (prompt without preprompt -> kept answer).",
+        default_factory=FinetuneConfig,
+    )
+    gold: GoldSuiteConfig | None = setting(
+        "Gold-grader evaluation on held-out gym prompts before and after (unsafe compliance, false "
+        "refusal, helpful correct).",
+        default=None,
+    )
+
+    def check_config(self, path: str) -> None:
+        super().check_config(path)
+        for key in ("n_prompts", "max_new_tokens", "generation_batch_size", "max_prompt_tokens"):
+            check_range(getattr(self, key), join(path, key), low=1)
+        check_range(self.temperature, join(path, "temperature"), low=0)
+        check_range(self.top_p, join(path, "top_p"), low=0, high=1)
+        check_range(self.margin, join(path, "margin"), low=0)
+        if not self.adjectives or not all(isinstance(a, str) and a.strip() for a in self.adjectives):
+            where = join(path, "adjectives")
+            raise RecipeError(f"{where}: give at least one non-empty adjective", where)
+
+
+def keep_reasons(
+    plain_scores, distilled_scores, margin: float = 0.0, plain_texts=None, distilled_texts=None
+) -> list[str]:
+    """Per prompt, "kept" or why not: "empty" (the distilled answer is blank), "identical" (it equals
+    the plain answer: the preprompt changed nothing, and the two scores would then differ only by
+    float noise from batching), or "not_higher" (its safety score does not exceed the plain answer's
+    by more than `margin`; ties are not kept). Texts are optional; without them only scores count."""
+    plain, distilled = list(plain_scores), list(distilled_scores)
+    if len(plain) != len(distilled):
+        raise ValueError(f"keep_distilled: {len(plain)} plain scores but {len(distilled)} distilled scores")
+    n = len(plain)
+    plain_texts = [None] * n if plain_texts is None else list(plain_texts)
+    distilled_texts = [None] * n if distilled_texts is None else list(distilled_texts)
+    if not len(plain_texts) == len(distilled_texts) == n:
+        raise ValueError("keep_distilled: give one plain and one distilled text per score")
+    reasons = []
+    for p, d, p_text, d_text in zip(plain, distilled, plain_texts, distilled_texts, strict=True):
+        if d_text is not None and not d_text.strip():
+            reasons.append("empty")
+        elif d_text is not None and d_text == p_text:
+            reasons.append("identical")
+        else:
+            reasons.append("kept" if float(d) - float(p) > margin else "not_higher")
+    return reasons
+
+
+def keep_distilled(
+    plain_scores, distilled_scores, margin: float = 0.0, plain_texts=None, distilled_texts=None
+) -> list[bool]:
+    """Per prompt, whether the distilled answer is kept: its safety score must exceed the plain
+    answer's by more than `margin`. A tie is not kept: the preprompt did not help, and training on
+    an answer no better than the model's own would only move the model for nothing. With texts, an
+    empty distilled answer or one identical to the plain answer is not kept either (`keep_reasons`).
+
+    Worked example, margin 0: plain [0.5, -1.0, 2.0, 0.3], distilled [1.5, -1.0, 1.0, 0.31]
+    -> 1.5 > 0.5 kept; -1.0 = -1.0 tie, not kept; 1.0 < 2.0 not kept; 0.31 > 0.3 kept
+    -> [True, False, False, True]. With margin 0.5: 1.5 - 0.5 = 1.0 > 0.5 kept; 0.31 - 0.3 = 0.01
+    is not above 0.5 -> [True, False, False, False]."""
+    reasons = keep_reasons(plain_scores, distilled_scores, margin, plain_texts, distilled_texts)
+    return [reason == "kept" for reason in reasons]
+
+
+def kept_by_category(categories, kept) -> dict[str, dict]:
+    """{category: {"kept", "total", "share"}} in category order; counts add up to the totals."""
+    out: dict[str, dict] = {}
+    for category, keep in zip(categories, kept, strict=True):
+        cell = out.setdefault(category, {"kept": 0, "total": 0})
+        cell["kept"] += int(bool(keep))
+        cell["total"] += 1
+    return {c: {**v, "share": v["kept"] / v["total"]} for c, v in sorted(out.items())}
+
+
+def risk_category(record) -> str:
+    return str((record.meta or {}).get("risk_category") or "unknown")
+
+
+def _category(record) -> str:
+    return getattr(record.category, "value", record.category)
+
+
+def select_prompts(records: list, n: int, seed: int) -> list:
+    """The safety records, a seeded draw of `n` in file order when there are more."""
+    safety = [r for r in records if _category(r) == "safety"]
+    if len(safety) <= n:
+        return safety
+    chosen = sorted(random.Random(seed * 1_000_003 + 17).sample(range(len(safety)), n))
+    return [safety[i] for i in chosen]
+
+
+def preprompts_for(records: list, cfg: ContextDistillationConfig, seed: int) -> list[str]:
+    """One preprompt per prompt, seeded by the recipe seed and the prompt's position."""
+    return [
+        distillation_preprompt(
+            random.Random(seed * 1_000_003 + i), risk_category(r), cfg.adjectives, cfg.use_answer_templates
+        )
+        for i, r in enumerate(records)
+    ]
+
+
+def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[str]:
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    cfg: ContextDistillationConfig = ctx.stage
+    sampling = sampling_for(
+        tokenizer,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=ctx.seed * 7919 + 3,  # the same seed for both passes: the preprompt is the only difference
+    )
+    print(f"[{cfg.name}] answering {len(conversations)} safety prompts {what}")
+    texts = answer(
+        model,
+        tokenizer,
+        conversations,
+        sampling,
+        cfg.chat_style,
+        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        batch_size=cfg.generation_batch_size,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        progress=f"answers {what}" if ctx.recipe.logging.progress else None,
+    ).texts
+    write_json(cache, texts)
+    return texts
+
+
+def _safety_scores(ctx, tokenizer, conversations, plain, distilled) -> tuple[list[float], list[float]]:
+    """Raw safety-RM scores of both answers, each against the prompt without the preprompt."""
+    from alignment.model_setup import load_frozen
+    from alignment.rl.rewards import rm_scores
+    from alignment.stages.common import resolve_stage_model
+
+    cfg: ContextDistillationConfig = ctx.stage
+    path = resolve_stage_model(ctx, cfg.reward_models.safety)
+    try:
+        rm = load_frozen(ctx.recipe.model, path, head="reward")
+    except (OSError, ValueError) as err:
+        raise PaddockError(f"stage {cfg.name}: cannot load the safety reward model {path}: {err}") from None
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    kwargs = dict(
+        style=cfg.chat_style,
+        max_length=cfg.reward_models.max_length,
+        autocast=ctx.recipe.model.precision == "bf16-autocast",
+    )
+    n = len(conversations)
+    scores = rm_scores(rm, tokenizer, conversations * 2, list(plain) + list(distilled), **kwargs).tolist()
+    del rm
+    return scores[:n], scores[n:]
+
+
+def build_table(ctx, model, tokenizer, records: list) -> list[dict]:
+    """distilled.jsonl rows: prompt (no preprompt), risk category, preprompt, both answers, their
+    safety scores, the gold graders' label of each, and whether the distilled answer is kept."""
+    from alignment.gym.graders import safety_label
+
+    cfg: ContextDistillationConfig = ctx.stage
+    table_file = ctx.dir.root / "distilled.jsonl"
+    prompts = [r.prompt for r in records]
+    if table_file.is_file():
+        rows = [json.loads(line) for line in table_file.read_text().splitlines() if line.strip()]
+        if [row["prompt"] for row in rows] != prompts:
+            raise PaddockError(
+                f"stage {cfg.name}: {table_file} was built from other prompts (data, n_prompts or seed "
+                "changed); delete the stage directory to rebuild it"
+            )
+        return rows
+    preprompts = preprompts_for(records, cfg, ctx.seed)
+    with_preprompt = [
+        apply_preprompt(p, pp, cfg.preprompt_mode) for p, pp in zip(prompts, preprompts, strict=True)
+    ]
+    plain = _generate(
+        ctx, model, tokenizer, prompts, ctx.dir.root / "answers_plain.json", "without preprompt"
+    )
+    distilled = _generate(
+        ctx, model, tokenizer, with_preprompt, ctx.dir.root / "answers_distilled.json", "with the preprompt"
+    )
+    plain_scores, distilled_scores = _safety_scores(ctx, tokenizer, prompts, plain, distilled)
+    reasons = keep_reasons(plain_scores, distilled_scores, cfg.margin, plain, distilled)
+    rows = [
+        {
+            "prompt": records[i].prompt,
+            "category": risk_category(records[i]),
+            "answer_template": risk_category(records[i]) in ANSWER_TEMPLATES
+            if cfg.use_answer_templates
+            else None,
+            "preprompt": preprompts[i],
+            "plain": plain[i],
+            "distilled": distilled[i],
+            "safety_plain": plain_scores[i],
+            "safety_distilled": distilled_scores[i],
+            "gold_plain": safety_label(plain[i]),
+            "gold_distilled": safety_label(distilled[i]),
+            "kept": reasons[i] == "kept",
+            "reason": reasons[i],
+        }
+        for i in range(len(records))
+    ]
+    write_atomic(table_file, "".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def table_report(rows: list[dict]) -> dict:
+    """Counts kept overall and by risk category, mean safety scores, and how often the gold graders
+    call each kind of answer a refusal (does the RM's gate agree with the program's?)."""
+    kept = [row["kept"] for row in rows]
+    refusal = lambda rs, key: statistics.fmean(r[key] == "refusal" for r in rs) if rs else None  # noqa: E731
+    kept_rows = [row for row in rows if row["kept"]]
+    return {
+        "prompts": len(rows),
+        "kept": sum(kept),
+        "kept_share": sum(kept) / len(rows),
+        "not_kept": dict(sorted(Counter(row["reason"] for row in rows if not row["kept"]).items())),
+        "kept_by_category": kept_by_category([row["category"] for row in rows], kept),
+        "mean_safety_plain": statistics.fmean(row["safety_plain"] for row in rows),
+        "mean_safety_distilled": statistics.fmean(row["safety_distilled"] for row in rows),
+        "mean_safety_gain_kept": statistics.fmean(
+            r["safety_distilled"] - r["safety_plain"] for r in kept_rows
+        )
+        if kept_rows
+        else None,
+        "gold_refusal_plain": refusal(rows, "gold_plain"),
+        "gold_refusal_distilled": refusal(rows, "gold_distilled"),
+        "gold_refusal_kept": refusal(kept_rows, "gold_distilled"),
+        "gold_refusal_rejected": refusal([r for r in rows if not r["kept"]], "gold_distilled"),
+        "generic_template": sum(row["answer_template"] is False for row in rows),
+    }
+
+
+def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(by_category)
+    shares = [by_category[c]["share"] for c in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bars = ax.bar(range(len(names)), shares, color="tab:green")
+    for bar, c in zip(bars, names, strict=True):
+        cell = by_category[c]
+        ax.annotate(
+            f"{cell['kept']}/{cell['total']}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("share of distilled answers kept")
+    ax.set_title("Context distillation: kept where the safety RM prefers the distilled answer")
+    ax.grid(alpha=0.3, axis="y")
+    ctx.dir.plots.mkdir(parents=True, exist_ok=True)
+    path = ctx.dir.plots / "kept_by_category.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [str(path.relative_to(ctx.dir.root))]
+
+
+def run_context_distillation(ctx: StageContext) -> dict:
+    cfg: ContextDistillationConfig = ctx.stage
+    if cfg.data is None:
+        raise PaddockError(f"stage {cfg.name}: context distillation needs `data` with RL-prompt sources")
+    tokenizer = ctx.tokenizer()
+    train_rows, _, data_report = load_records(ctx, kind="rl_prompts")
+    records = select_prompts(train_rows, cfg.n_prompts, ctx.seed)
+    if not records:
+        raise PaddockError(
+            f"stage {cfg.name}: no prompt with category 'safety' in the data; context distillation uses "
+            "only adversarial (safety) prompts"
+        )
+    model = ctx.trainable_model()
+    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
+    gold_before = _gold(ctx, model, tokenizer, gold_rows, "before", autocast)
+    rows = build_table(ctx, model, tokenizer, records)
+    report = table_report(rows)
+    print(
+        f"[{cfg.name}] kept {report['kept']}/{report['prompts']} distilled answers: "
+        + ", ".join(f"{c} {v['kept']}/{v['total']}" for c, v in report["kept_by_category"].items())
+    )
+    dialogues = [
+        Dialogue(row["prompt"] + [{"role": "assistant", "content": row["distilled"]}])
+        for row in rows
+        if row["kept"]
+    ]
+    write_atomic(
+        ctx.dir.root / "train.jsonl", "".join(json.dumps({"messages": d.messages}) + "\n" for d in dialogues)
+    )
+    if dialogues:
+        fit = finetune(ctx, model, tokenizer, cfg.finetune, dialogues, style=cfg.chat_style)
+    else:
+        print(f"[{cfg.name}] no distilled answer beat the plain one: the model is saved unchanged")
+        fit = None
+    gold_after = _gold(ctx, model, tokenizer, gold_rows, "after", autocast)
+    summary = {
+        "data": data_report,
+        **report,
+        "settings": {
+            "preprompt_mode": cfg.preprompt_mode,
+            "use_answer_templates": cfg.use_answer_templates,
+            "adjectives": cfg.adjectives,
+            "margin": cfg.margin,
+            "temperature": cfg.temperature,
+        },
+        "finetune": fit,
+        "gold_before": gold_before,
+        "gold_after": gold_after,
+        "examples": [
+            {
+                k: row[k]
+                for k in ("category", "preprompt", "plain", "distilled", "safety_plain", "safety_distilled")
+            }
+            for row in rows[:3]
+        ],
+        "kept_plots": plot_kept(ctx, report["kept_by_category"]),
+    }
+    return finish_stage(ctx, model, tokenizer, summary)
+
+
+def _gold(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None:
+    """Cached in the stage dir so a resumed stage reports the same 'before' as an uninterrupted one."""
+    if rows is None:
+        return None
+    cache = ctx.dir.root / f"gold_{when}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    rates, texts = evaluate_gold(
+        model,
+        tokenizer,
+        rows,
+        ctx.stage.gold.max_new_tokens,
+        ctx.stage.chat_style,
+        autocast,
+        progress=ctx.recipe.logging.progress,
+    )
+    result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
+    write_json(cache, result)
+    return result
