@@ -1,5 +1,6 @@
-"""Rejection sampling and PPO through the real CLI on a tiny model: SFT -> both RMs -> RS -> PPO,
-LoRA with merged weights, as recipes/llama2_chat.yaml chains them. Checks every artifact, the
+"""The whole pipeline through the real CLI on a tiny model, as recipes/llama2_chat.yaml chains it:
+SFT -> both RMs -> rejection sampling -> Ghost Attention -> PPO -> context distillation ->
+evaluation, LoRA with merged weights (the smoke run of the default test tier). Checks every artifact, the
 Figure 7 curve, the pool, the PPO metrics and plots, resume of a killed PPO stage, and that the
 saved policy is a plain adapter (the critic adapter is not in it)."""
 
@@ -49,6 +50,7 @@ def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
     (tmp / "dialogues.jsonl").write_text(lines("data/gym/sft_train.jsonl", 32))
     (tmp / "helpful.jsonl").write_text(lines("data/gym/helpfulness_pairs_train.jsonl", 32))
     (tmp / "safety.jsonl").write_text(lines("data/gym/safety_pairs_train.jsonl", 32))
+    (tmp / "gatt.jsonl").write_text(lines("data/gym/gatt_dialogues_train.jsonl", 8))
     rl = (REPO / "data/gym/rl_prompts_train.jsonl").read_text().splitlines()
     (tmp / "prompts.jsonl").write_text("\n".join(rl[:24] + rl[-8:]) + "\n")  # helpfulness + safety prompts
     prompts = {"sources": [{"path": str(tmp / "prompts.jsonl")}], "test_fraction": 0.25}
@@ -62,9 +64,16 @@ def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
          "samples_per_prompt": 3, "max_new_tokens": 8, "pool_from_iteration": 2, "gold": gold,
          "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
          "data": prompts},
+        {"type": "gatt", "n_dialogues": 4, "max_turns": 2, "max_new_tokens": 8,
+         "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 160},
+         "eval": {"n_dialogues": 2, "max_turns": 3, "max_new_tokens": 8},
+         "data": {"sources": [{"path": str(tmp / "gatt.jsonl")}], "test_fraction": 0.0}},
         {"type": "ppo", "iterations": 4, "batch_size": 6, "minibatch_size": 3, "learning_rate": 1e-3,
          "critic_learning_rate": 1e-3, "max_new_tokens": 8, "eval_every": 2, "checkpoint_every": 1,
          "gold": gold, "data": prompts},
+        {"type": "context_distillation", "n_prompts": 4, "max_new_tokens": 8, "gold": gold,
+         "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
+         "data": prompts},
         {"type": "evaluation", "gold": gold},
     ]  # fmt: skip
     for stage in stages[1:3]:
@@ -149,13 +158,21 @@ def test_killed_ppo_stage_resumes_to_the_uninterrupted_result(rl_run):
 def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run):
     out = rl_run / "runs/tiny/evaluation"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["models"] == ["base", "sft", "rejection_sampling", "ppo"]
+    assert summary["models"] == ["base", "sft", "rejection_sampling", "gatt", "ppo", "context_distillation"]
     for name in summary["models"]:
         gold = summary["gold"][name]
         assert gold["n_helpful"] == gold["n_safety"] == gold["n_borderline"] == 4
         assert 0 <= gold["unsafe_compliance"] <= 1 and 0 <= summary["rm"][name]["rm_unsafe"] <= 1
     report = (out / "report.md").read_text()
-    for stage in ("sft", "rm_helpful", "rm_safety", "rejection_sampling", "ppo"):
+    for stage in (
+        "sft",
+        "rm_helpful",
+        "rm_safety",
+        "rejection_sampling",
+        "gatt",
+        "ppo",
+        "context_distillation",
+    ):
         assert stage in report
     assert "](../rm_helpful/summary.json)" in report  # numbers link to their source files
     assert (out / "report.html").read_text().startswith("<!doctype html>")
