@@ -46,7 +46,10 @@ def target_reward(records, texts, sequences, response_mask):
 
 def prompts(n: int, seed: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, 200, (int(torch.randint(3, 8, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    return [
+        torch.randint(3, 200, (int(torch.randint(3, 8, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(n)
+    ]
 
 
 def run(trainer: PPOTrainer, iterations: int) -> list[float]:
@@ -68,7 +71,9 @@ def test_ppo_full_finetune_raises_a_programmatic_reward():
     reference = ModelReference(copy.deepcopy(policy).requires_grad_(False))
     critic = ModelCritic(PaddockLlamaForValue(tiny_config()))
     optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 3e-3, 3e-3)
-    trainer = PPOTrainer(policy, reference, critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer)
+    trainer = PPOTrainer(
+        policy, reference, critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+    )
     shares = run(trainer, 12)
     start, end = sum(shares[:2]) / 2, sum(shares[-3:]) / 3
     assert start < 0.2
@@ -88,7 +93,14 @@ def test_ppo_lora_with_one_shared_base_learns_and_leaves_the_base_alone():
     critic = AdapterCritic(policy, torch.nn.Linear(64, 1))
     optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 2e-2, 2e-2)
     trainer = PPOTrainer(
-        policy, AdapterReference(policy), critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+        policy,
+        AdapterReference(policy),
+        critic,
+        target_reward,
+        DigitsTokenizer(),
+        SETTINGS,
+        SAMPLING,
+        optimizer,
     )
     critic_before = [p.detach().clone() for p in critic.adapter_parameters()]
     shares = run(trainer, 14)
@@ -111,6 +123,8 @@ def test_rollout_logprobs_match_the_reference_before_any_update(estimator):
     critic = ModelCritic(PaddockLlamaForValue(tiny_config()))
     settings = PPOSettings(kl_estimator=estimator, minibatch_size=8)
     optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 1e-3, 1e-3)
-    trainer = PPOTrainer(policy, reference, critic, target_reward, DigitsTokenizer(), settings, SAMPLING, optimizer)
+    trainer = PPOTrainer(
+        policy, reference, critic, target_reward, DigitsTokenizer(), settings, SAMPLING, optimizer
+    )
     rollout = trainer.rollout([None] * 8, prompts(8, 0), seed=0)
     assert abs(rollout.stats["kl"]) < 1e-5

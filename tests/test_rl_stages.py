@@ -1,12 +1,14 @@
 """The whole pipeline through the real CLI on a tiny model, as recipes/llama2_chat.yaml chains it:
 SFT -> both RMs -> rejection sampling -> Ghost Attention -> PPO -> context distillation ->
-evaluation, LoRA with merged weights (the smoke run of the default test tier). Checks every artifact, the
-Figure 7 curve, the pool, the PPO metrics and plots, resume of a killed PPO stage, and that the
-saved policy is a plain adapter (the critic adapter is not in it)."""
+evaluation, LoRA with merged weights (the smoke run of the default test tier). The run has no
+network: hub libraries offline plus a socket guard, so nothing in the pipeline reaches out.
+Checks every artifact, the Figure 7 curve, the pool, the PPO metrics and plots, resume of a
+killed PPO stage, and that the saved policy is a plain adapter (the critic adapter is not in it)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -89,9 +91,24 @@ def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
         "logging": {"report_to": ["none"], "progress": False},
     }  # fmt: skip
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    result = paddock("run", str(tmp / "recipe.yaml"))
+    result = paddock("run", str(tmp / "recipe.yaml"), env=offline_env())
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp
+
+
+def offline_env() -> dict:
+    """No network for the run: hub libraries offline and a socket guard (tests/network_guard)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "tests/network_guard"), str(REPO), env.get("PYTHONPATH", "")]
+    )
+    return env
+
+
+def test_the_network_guard_blocks_outside_connections():
+    code = "import socket; socket.create_connection(('huggingface.co', 443), timeout=5)"
+    result = subprocess.run([sys.executable, "-c", code], env=offline_env(), capture_output=True, text=True)
+    assert result.returncode != 0 and "blocked by the test guard" in result.stderr
 
 
 def test_rejection_sampling_writes_the_curve_pool_and_gold(rl_run):
