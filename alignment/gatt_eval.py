@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignment.gym.graders import check_instruction, grade_helpfulness
+from alignment.gym.graders import failed_checks, grade_helpfulness
 from alignment.recipes.config import join, setting
 from alignment.recipes.schema import check_range
 
@@ -110,8 +110,9 @@ def converse(
 
 
 def score_turns(instruction: dict, answers: list[str], turn_meta: Sequence[dict] = ()) -> list[dict]:
-    """Per turn: `followed` (every check of the instruction holds) and `helpful` (the turn's task is
-    answered correctly; None where the turn has no checkable task)."""
+    """Per turn: `followed` (every check of the instruction holds), `failed` (the kinds of the checks
+    that do not) and `helpful` (the turn's task is answered correctly; None where the turn has no
+    checkable task)."""
     rows = []
     for t, text in enumerate(answers):
         helpful = None
@@ -120,7 +121,8 @@ def score_turns(instruction: dict, answers: list[str], turn_meta: Sequence[dict]
                 helpful = grade_helpfulness(turn_meta[t], text)
             except (KeyError, ValueError, TypeError):
                 helpful = None
-        rows.append({"followed": check_instruction(instruction, text), "helpful": helpful})
+        failed = failed_checks(instruction, text)
+        rows.append({"followed": not failed, "failed": failed, "helpful": helpful})
     return rows
 
 
@@ -156,11 +158,20 @@ def summarize(records: list[dict], scored: list[list[dict]]) -> dict:
     for record, rows in zip(records, scored, strict=True):
         by_seen["seen" if record.get("meta", {}).get("instruction_seen", True) else "unseen"] += rows
     helpful = [r["helpful"] for r in flat if r["helpful"] is not None]
+    by_check: dict[str, list[int]] = {}  # kind -> [turns that passed it, turns under it]
+    for record, rows in zip(records, scored, strict=True):
+        for check in record["meta"]["instruction"]["checks"]:
+            counts = by_check.setdefault(check["kind"], [0, 0])
+            counts[0] += sum(check["kind"] not in r.get("failed", ()) for r in rows)
+            counts[1] += len(rows)
     return {
         "by_turn": adherence_by_turn(scored),
         "overall": _rate(flat),
         "overall_helpful": sum(helpful) / len(helpful) if helpful else None,
         "by_instruction": {key: _rate(rows) for key, rows in by_seen.items()},
+        "by_check": {
+            kind: {"passed": a, "turns": n, "rate": a / n if n else None} for kind, (a, n) in by_check.items()
+        },
         "n_dialogues": len(scored),
         "turns_played": [len(rows) for rows in scored],
     }
@@ -277,7 +288,9 @@ def _pct(value) -> str:
 
 
 def adherence_table(before: dict | None, after: dict | None) -> str:
-    """Markdown: adherence (and helpfulness) by turn, before and after."""
+    """Markdown: adherence (and helpfulness) by turn, before and after; `n` is the number of dialogues
+    that reached the turn (`before/after` when they differ: answers of other lengths fill the
+    context at other turns)."""
     rows = {}
     for key, result in (("before", before), ("after", after)):
         for row in (result or {}).get("by_turn", []):
@@ -288,7 +301,8 @@ def adherence_table(before: dict | None, after: dict | None) -> str:
     ]
     for turn in sorted(rows):
         b, a = rows[turn].get("before"), rows[turn].get("after")
-        n = (a or b)["n"]
+        counts = [str(r["n"]) if r else "–" for r, given in ((b, before), (a, after)) if given]
+        n = counts[0] if len(set(counts)) == 1 else "/".join(counts)  # before/after when they differ
         lines.append(
             f"| {turn} | {n} | {_pct(b and b['rate'])} | {_pct(a and a['rate'])} "
             f"| {_pct(b and b['helpful_rate'])} | {_pct(a and a['helpful_rate'])} |"

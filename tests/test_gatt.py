@@ -256,8 +256,21 @@ def test_gold_answers_follow_at_every_turn_and_a_forgetful_model_decays():
     assert [r["rate"] for r in summary["by_turn"]] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     assert [len(t["turns"]) for t in transcripts] == [6] * 4
     assert transcripts[0]["turns"][3]["followed"] is False
+    kinds = {}
+    for r in records:
+        for c in r["meta"]["instruction"]["checks"]:
+            kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+    assert set(summary["by_check"]) == set(kinds)
+    for kind, row in summary["by_check"].items():  # gold answers pass every check in turns 1-3
+        assert row["turns"] == 6 * kinds[kind] and row["passed"] >= 3 * kinds[kind]
+    assert summary["by_check"]["mentions"] == {"passed": 6, "turns": 12, "rate": 0.5}  # no hobby after
 
     table = adherence_table(summary, None)
+    shorter = {**summary, "by_turn": summary["by_turn"][:4]}
+    shorter["by_turn"][3] = {**shorter["by_turn"][3], "n": 3}
+    both = adherence_table(summary, shorter).splitlines()
+    assert both[2].startswith("| 1 | 4 | 100 % | 100 % |") and both[5].startswith("| 4 | 4/3 | 0 % | 0 % |")
+    assert both[7].startswith("| 6 | 4/– | 0 % | – |")
     assert "| 1 | 4 | 100 % | – |" in table and "| 4 | 4 | 0 % | – |" in table
     assert table.splitlines()[-1].startswith("| all | | 50 % |")
 
@@ -270,6 +283,9 @@ def gatt_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
     tmp = tmp_path_factory.mktemp("gatt")
     lines = (REPO / "data/gym/gatt_dialogues_train.jsonl").read_text().splitlines()[:24]
     (tmp / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    # Held-out gold dialogues for the fine-tune's eval loss: short ones, so they fit max_length.
+    short = [r for r in read_jsonl(REPO / "data/gym/gatt_dialogues_test.jsonl") if r["meta"]["n_turns"] == 2]
+    (tmp / "held_out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in short[:4]))
     stage = {
         "type": "gatt",
         "n_dialogues": 6,
@@ -283,9 +299,12 @@ def gatt_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
         "max_new_tokens": 8,
         "eval_examples": 4,
         "generation_batch_size": 4,
-        "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 160},
+        "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 256},
         "eval": {"n_dialogues": 4, "max_turns": 20, "max_new_tokens": 8},
-        "data": {"sources": [{"path": str(tmp / "dialogues.jsonl")}], "test_fraction": 0.2},
+        "data": {
+            "sources": [{"path": str(tmp / "dialogues.jsonl")}],
+            "test_sources": [{"path": str(tmp / "held_out.jsonl")}],
+        },
     }
     recipe = {
         "run_name": "tiny",
@@ -349,10 +368,11 @@ def test_stage_reports_adherence_by_turn_as_far_as_the_context_allows(gatt_run, 
                 messages.append({"role": "user", "content": turn["user"]})
                 assert len(encode_prompt(messages, smollm2_tokenizer)) + 8 <= 256
                 messages.append({"role": "assistant", "content": turn["answer"]})
-    assert summary["adherence_table"].count("\n") == len(summary["adherence_after"]["by_turn"]) + 2
+    turns = max(len(summary[f"adherence_{w}"]["by_turn"]) for w in ("before", "after"))
+    assert summary["adherence_table"].count("\n") == turns + 2  # header, separator, turns, "all"
     assert summary["gatt_data"]["dialogues"] == 6
     assert summary["gatt_data"]["train_dialogues"] == summary["train_examples"] + summary["dropped_too_long"]
-    assert metrics(out)[-1]["step"] >= 1 and "eval_loss" in metrics(out)[-1]
+    assert summary["test_examples"] >= 1 and "eval_loss" in metrics(out)[-1]
     for artifact in ("COMPLETE", "plots/gatt_adherence.png", "plots/loss.png", "model/adapter_config.json"):
         assert (out / artifact).is_file(), artifact
     assert not (out / "trainable.safetensors").exists() and not (out / "gatt_sampling_state.json").exists()

@@ -563,6 +563,8 @@ def run_gatt(ctx: StageContext) -> dict:
         "gatt_data": {
             **data_report(data),
             "examples_mode": cfg.examples,
+            "samples_per_turn": cfg.samples_per_turn,
+            "gold_select": cfg.gold_select,
             "gold_filter": cfg.gold_filter,
             "train_dialogues": len(dialogues),
         },
