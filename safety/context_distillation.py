@@ -13,8 +13,9 @@ Only prompts whose record has category `safety` are used: those are the adversar
 (the gym tags its red-team prompts this way, with `meta.risk_category`).
 
 Resumable sub-steps, each cached in the stage dir: gold evaluation before (`gold_before.json`), the
-two generation passes (`answers_plain.json`, `answers_distilled.json`), the scored table
-(`distilled.jsonl`), the fine-tune (checkpoints like any stage), and gold evaluation after.
+two generation passes (`answers_plain.json`, `answers_distilled.json`, each with the conversations it
+answered), the scored table (`distilled.jsonl`), the fine-tune (checkpoints like any stage), and
+gold evaluation after. A cache made for other prompts is refused, never silently reused.
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ class ContextDistillationConfig(StageConfig):
         "(safety/preprompts.py; a category without one gets a generic template).",
         default=True,
     )
-    preprompt_mode: Literal["system", "prefix"] = setting(
-        "Where the preprompt goes: `system` message (in the llama2 style, the <<SYS>> block at the start "
-        "of the first [INST]) or `prefix` of the user's message.",
-        default="system",
+    preprompt_mode: Literal["prefix", "system"] = setting(
+        "Where the preprompt goes: `prefix` of the user's message (the paper's wording; keeps the system "
+        "prompt the model was tuned with) or the `system` message (replacing a chat template's default "
+        "one; in the llama2 style, the <<SYS>> block).",
+        default="prefix",
     )
     margin: float = setting(
         "Keep a distilled answer only if its safety score exceeds the plain answer's by more than this "
@@ -186,9 +188,17 @@ def preprompts_for(records: list, cfg: ContextDistillationConfig, seed: int) -> 
 
 
 def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[str]:
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    """Answers to `conversations`, cached with the conversations they answer: a cache written for
+    other prompts (the data file changed, or another n_prompts or seed) is refused, not reused."""
     cfg: ContextDistillationConfig = ctx.stage
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("conversations") != conversations:
+            raise PaddockError(
+                f"stage {cfg.name}: {cache} answers other prompts (data, n_prompts, seed or preprompt "
+                "settings changed); delete the stage directory to rebuild it"
+            )
+        return cached["texts"]
     sampling = sampling_for(
         tokenizer,
         max_new_tokens=cfg.max_new_tokens,
@@ -208,7 +218,7 @@ def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[st
         max_prompt_tokens=cfg.max_prompt_tokens,
         progress=f"answers {what}" if ctx.recipe.logging.progress else None,
     ).texts
-    write_json(cache, texts)
+    write_json(cache, {"conversations": conversations, "texts": texts})
     return texts
 
 
@@ -248,8 +258,8 @@ def build_table(ctx, model, tokenizer, records: list) -> list[dict]:
         rows = [json.loads(line) for line in table_file.read_text().splitlines() if line.strip()]
         if [row["prompt"] for row in rows] != prompts:
             raise PaddockError(
-                f"stage {cfg.name}: {table_file} was built from other prompts (data, n_prompts or seed "
-                "changed); delete the stage directory to rebuild it"
+                f"stage {cfg.name}: {table_file} was built from other prompts (the data file, n_prompts "
+                "or seed changed); delete the stage directory to rebuild it"
             )
         return rows
     preprompts = preprompts_for(records, cfg, ctx.seed)
@@ -336,7 +346,7 @@ def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
     ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("share of distilled answers kept")
-    ax.set_title("Context distillation: kept where the safety RM prefers the distilled answer")
+    ax.set_title("Distilled answers the safety RM scored above the plain ones", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ctx.dir.plots.mkdir(parents=True, exist_ok=True)
     path = ctx.dir.plots / "kept_by_category.png"

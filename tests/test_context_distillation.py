@@ -8,14 +8,22 @@ import json
 import random
 import shutil
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from alignment.data.records import RLPrompt
+from alignment.errors import PaddockError
 from alignment.gym.safety_prompts import TOPICS
 from alignment.recipes import RecipeError, load_recipe
-from safety.context_distillation import keep_distilled, keep_reasons, kept_by_category, select_prompts
+from safety.context_distillation import (
+    _generate,
+    keep_distilled,
+    keep_reasons,
+    kept_by_category,
+    select_prompts,
+)
 from safety.preprompts import (
     ANSWER_TEMPLATES,
     DEFAULT_ADJECTIVES,
@@ -161,6 +169,17 @@ def test_select_prompts_uses_only_safety_prompts_with_a_seeded_draw():
     drawn = select_prompts(records, 4, seed=0)
     assert len(drawn) == 4 and drawn == select_prompts(records, 4, seed=0)
     assert all(r.category == "safety" for r in drawn)
+
+
+def test_cached_answers_for_other_prompts_are_refused(tmp_path):
+    """A generation cache holds the conversations it answered; if the data changed since, the stage
+    stops instead of pairing old answers with new prompts (seen when the gym was regenerated)."""
+    cache = tmp_path / "answers_plain.json"
+    cache.write_text(json.dumps({"conversations": [[{"role": "user", "content": "old"}]], "texts": ["a"]}))
+    ctx = SimpleNamespace(stage=SimpleNamespace(name="cd"))
+    assert _generate(ctx, None, None, [[{"role": "user", "content": "old"}]], cache, "plain") == ["a"]
+    with pytest.raises(PaddockError, match="answers other prompts"):
+        _generate(ctx, None, None, [[{"role": "user", "content": "new"}]], cache, "plain")
 
 
 @pytest.mark.parametrize(
