@@ -1,6 +1,7 @@
 """PPO learns on a tiny random model: a programmatic reward (the share of answer tokens from a small
-target set, about 1/10 of the vocabulary) rises well above where it started. Runs the real PPOTrainer: engine rollouts, KL to
-the reference, GAE, clipped losses; both as a full fine-tune and as LoRA with one shared base."""
+target set, about 1/10 of the vocabulary) rises well above where it started. Runs the real
+PPOTrainer: engine rollouts, KL to the reference, GAE, clipped losses; both as a full fine-tune and
+as LoRA with one shared base."""
 
 from __future__ import annotations
 
@@ -128,3 +129,25 @@ def test_rollout_logprobs_match_the_reference_before_any_update(estimator):
     )
     rollout = trainer.rollout([None] * 8, prompts(8, 0), seed=0)
     assert abs(rollout.stats["kl"]) < 1e-5
+
+
+def test_lora_dropout_is_off_in_rollout_values():
+    """PEFT builds LoRA dropout in training mode; a separate LoRA critic must still give the same
+    values for the same rollout twice (the trainer puts every model in eval mode)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    policy = PaddockLlamaForCausalLM(tiny_config())
+    targets = ["q_proj", "v_proj"]
+    value_model = get_peft_model(
+        PaddockLlamaForValue(tiny_config()), LoraConfig(r=4, lora_dropout=0.5, target_modules=targets)
+    )
+    critic = ModelCritic(value_model)
+    reference = ModelReference(copy.deepcopy(policy).requires_grad_(False))
+    optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 1e-3, 1e-3)
+    trainer = PPOTrainer(
+        policy, reference, critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+    )
+    first = trainer.rollout([None] * 4, prompts(4, 0), seed=0).values
+    second = trainer.rollout([None] * 4, prompts(4, 0), seed=0).values
+    torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -183,13 +183,22 @@ class PPOTrainer:
         self.policy_params = policy_parameters(policy, critic)
         self.critic_params = critic_parameters(critic)
 
+    def eval_mode(self) -> None:
+        """Dropout off in every model (PEFT creates LoRA dropout in training mode even inside an
+        eval-mode model), so rollout values and the update see the same deterministic networks."""
+        self.policy.eval()
+        self.critic.eval()
+        model = getattr(self.reference, "model", None)
+        if model is not None:
+            model.eval()
+
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else nullcontext()
 
     @torch.no_grad()
     def rollout(self, records, prompt_ids: list[list[int]], seed: int) -> Rollout:
         s = self.settings
-        self.policy.eval()
+        self.eval_mode()
         with self._autocast():
             out = generate_from_tokens(
                 self.policy, prompt_ids, _with_seed(self.sampling, seed), self.tokenizer
@@ -257,7 +266,7 @@ class PPOTrainer:
         logprobs = logprobs.float()
         pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip)
         entropy = masked_mean(entropy.float(), mask)
-        loss = pg_loss - s.entropy_coef * entropy
+        loss = pg_loss - s.entropy_coef * entropy if s.entropy_coef else pg_loss
         check_finite(loss.detach(), "policy loss")
         loss.backward()
         # The critic's backward runs while its adapter is the active (trainable) one.
@@ -284,7 +293,7 @@ class PPOTrainer:
 
     def iteration(self, records, prompt_ids, seed: int) -> dict:
         rollout = self.rollout(records, prompt_ids, seed)
-        self.policy.eval()  # dropout off for the update too: see the module docstring
+        self.eval_mode()  # dropout off for the update too: see the module docstring
         stats = self.train_on(rollout, seed + 1)
         return {**rollout.stats, **stats}
 
