@@ -18,7 +18,8 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 
 def rates_table(summary: dict) -> list[str]:
     lines = [f"  {'model':<22}{'helpful correct':>17}{'unsafe compliance':>19}{'false refusal':>15}"]
-    for name, gold in summary["gold"].items():
+    for name in summary["models"]:  # pipeline order (the summary's gold dict is key-sorted)
+        gold = summary["gold"][name]
         cells = [gold.get(k) for k in ("helpful_correct", "unsafe_compliance", "false_refusal")]
         lines.append(
             f"  {name:<22}"

@@ -119,7 +119,7 @@ def _value(cell):
 
 def stage_overview(run_dir: Path, stages: list, timings: dict, rel) -> list[Block]:
     rows = []
-    for stage in stages:
+    for stage in (s for s in stages if s.type != "evaluation"):  # the report is its own output
         summary = load_summary(run_dir, stage.name)
         if summary is None:
             rows.append([stage.name, stage.type, "not run", "", "", ""])
