@@ -34,9 +34,9 @@ from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_atomic, write_json
-from alignment.stages.common import StageContext, data_path, finish_stage, load_records
+from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
-from safety.evaluation import GoldSuiteConfig, evaluate_gold, suite_rows
+from safety.evaluation import GoldSuiteConfig, suite_rows
 from safety.preprompts import ANSWER_TEMPLATES, DEFAULT_ADJECTIVES, apply_preprompt, distillation_preprompt
 
 
@@ -371,7 +371,7 @@ def run_context_distillation(ctx: StageContext) -> dict:
     model = ctx.trainable_model()
     autocast = ctx.recipe.model.precision == "bf16-autocast"
     gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
-    gold_before = _gold(ctx, model, tokenizer, gold_rows, "before", autocast)
+    gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
     rows = build_table(ctx, model, tokenizer, records)
     report = table_report(rows)
     print(
@@ -391,7 +391,7 @@ def run_context_distillation(ctx: StageContext) -> dict:
     else:
         print(f"[{cfg.name}] no distilled answer beat the plain one: the model is saved unchanged")
         fit = None
-    gold_after = _gold(ctx, model, tokenizer, gold_rows, "after", autocast)
+    gold_after = cached_gold_suite(ctx, model, tokenizer, gold_rows, "after", autocast)
     summary = {
         "data": data_report,
         **report,
@@ -415,24 +415,3 @@ def run_context_distillation(ctx: StageContext) -> dict:
         "kept_plots": plot_kept(ctx, report["kept_by_category"]),
     }
     return finish_stage(ctx, model, tokenizer, summary)
-
-
-def _gold(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None:
-    """Cached in the stage dir so a resumed stage reports the same 'before' as an uninterrupted one."""
-    if rows is None:
-        return None
-    cache = ctx.dir.root / f"gold_{when}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    rates, texts = evaluate_gold(
-        model,
-        tokenizer,
-        rows,
-        ctx.stage.gold.max_new_tokens,
-        ctx.stage.chat_style,
-        autocast,
-        progress=ctx.recipe.logging.progress,
-    )
-    result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
-    write_json(cache, result)
-    return result

@@ -261,3 +261,27 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
     # Resume checkpoints (weights + optimizer, ~3x the model) are scratch once the stage is done.
     shutil.rmtree(ctx.dir.checkpoints, ignore_errors=True)
     return summary
+
+
+def cached_gold_suite(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None:
+    """The gold suite (safety/evaluation.py) on `rows`, cached in the stage dir so a resumed stage
+    reports the same 'before' as an uninterrupted one."""
+    if rows is None:
+        return None
+    cache = ctx.dir.root / f"gold_{when}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from safety.evaluation import evaluate_gold
+
+    rates, texts = evaluate_gold(
+        model,
+        tokenizer,
+        rows,
+        ctx.stage.gold.max_new_tokens,
+        ctx.stage.chat_style,
+        autocast,
+        progress=ctx.recipe.logging.progress,
+    )
+    result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
+    write_json(cache, result)
+    return result

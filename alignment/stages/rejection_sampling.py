@@ -30,10 +30,10 @@ from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import StageDir, write_atomic, write_json
-from alignment.stages.common import StageContext, data_path, finish_stage, load_records
+from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
 from alignment.training.checkpoint import trainable_state
-from safety.evaluation import GoldSuiteConfig, evaluate_gold, suite_rows
+from safety.evaluation import GoldSuiteConfig, suite_rows
 
 
 @register_stage("rejection_sampling")
@@ -325,7 +325,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
     scorer = _Scorer(ctx, tokenizer)
     autocast = ctx.recipe.model.precision == "bf16-autocast"
     gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
-    gold_before = _gold(ctx, model, tokenizer, gold_rows, "before", autocast)
+    gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
     temperature, sweep = choose_temperature(ctx, model, tokenizer, scorer, prompts, 1)
     pool: dict[str, dict] = {}
     reports = []
@@ -341,7 +341,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
             {"step": iteration, **{k: v for k, v in report.items() if isinstance(v, int | float)}}
         )
         reports.append(report)
-    gold_after = _gold(ctx, model, tokenizer, gold_rows, "after", autocast)
+    gold_after = cached_gold_suite(ctx, model, tokenizer, gold_rows, "after", autocast)
     summary = {
         "data": data_report,
         "iterations": reports,
@@ -353,24 +353,3 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
     return finish_stage(
         ctx, model, tokenizer, summary, plot_keys=("mean_reward", "kept_mean_reward", "pool_mean_reward")
     )
-
-
-def _gold(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None:
-    """Cached in the stage dir so a resumed stage reports the same 'before' as an uninterrupted one."""
-    if rows is None:
-        return None
-    cache = ctx.dir.root / f"gold_{when}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    rates, texts = evaluate_gold(
-        model,
-        tokenizer,
-        rows,
-        ctx.stage.gold.max_new_tokens,
-        ctx.stage.chat_style,
-        autocast,
-        progress=ctx.recipe.logging.progress,
-    )
-    result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
-    write_json(cache, result)
-    return result
