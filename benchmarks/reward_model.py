@@ -4,25 +4,33 @@ Same backbone weights (SmolLM2-135M; TRL on transformers' LlamaForSequenceClassi
 num_labels=1 and pad_token_id set, its score head copied from Paddock's so both start identical),
 same data (the first N gym helpfulness pairs in order, chat-template formatted: Paddock through
 `encode_pair`, TRL from the conversational prompt/chosen/rejected it tokenizes itself), same batch
-(8 pairs = one [16, T] forward), fp32 weights under bf16 autocast (Paddock: torch.autocast; TRL:
-`bf16=True, use_cpu=True`), the same optimizer (torch AdamW, lr 1e-5, no weight decay, constant
-lr), gradient clipping at 1.0 in both (Paddock's loop and Trainer both clip by default), no
-gradient checkpointing (TRL's default turns it on; off here so both do the same work), margin
-none for both (or `--margin small`: the paper's rating margins, TRL through its `margin` column).
+(8 pairs = 16 sequences in one forward: Paddock packs them into one row without padding, as its
+reward_model stage does; TRL pads them to [16, T]), fp32 weights under bf16 autocast (Paddock:
+torch.autocast; TRL: `bf16=True, use_cpu=True`), the same optimizer (torch's fused AdamW, TRL's
+default `adamw_torch_fused` and what Paddock's loop builds; lr 1e-5, betas (0.9, 0.999), eps 1e-8,
+no weight decay, constant lr), gradient clipping at 1.0 in both (Paddock's loop and Trainer both
+clip by default), no gradient checkpointing (TRL's default turns it on; off here so both do the
+same work), margin none for both (or `--margin small`: the paper's rating margins, TRL through its
+`margin` column).
 
-One Paddock step = pair_batch of 8 pre-encoded pairs, rewards, margin_ranking_loss, backward,
-clip, AdamW step, zero_grad. One TRL step = everything `trainer.train()` does between two
-`on_step_end` callbacks (fetch + collate, training_step, clip, optimizer and scheduler step,
-zero_grad, logging bookkeeping). Speed: one `trainer.train()` run; after TRL's warm-up, a callback
-runs Paddock's steps in rounds between TRL's rounds (Paddock k, TRL k, Paddock k, ...), the step
-index advancing through the same batches for both; medians of per-step time. Peak memory: each
-contender alone in a fresh subprocess, resident memory above its level before the measured step
-(after a first full step, so optimizer state is already in the baseline).
+One Paddock step = the reward_model stage's training step as the loop runs it: the stage's
+`collate` (packed) of 8 pre-encoded pairs, its `rm_loss` under autocast, backward, clip, the
+loop's `make_optimizer` AdamW step, scheduler step, zero_grad. One TRL step = everything
+`trainer.train()` does between two `on_step_end` callbacks (fetch + collate, training_step, clip,
+optimizer and scheduler step, zero_grad, logging bookkeeping). Speed: one `trainer.train()` run;
+after TRL's warm-up, a callback runs Paddock's steps in rounds between TRL's rounds (Paddock k,
+TRL k, Paddock k, ...), the step index advancing through the same batches for both; medians of
+per-step time. Peak memory: each contender alone in a fresh subprocess, resident memory above
+its level before the measured step (after a first full step, so optimizer state is already in
+the baseline).
 
-    python benchmarks/reward_model.py [--rounds 3] [--steps 4] [--warmup 2] [--batch 8]
+    python benchmarks/reward_model.py [--rounds 3] [--steps 4] [--warmup 2] [--batch 8] [--padded]
+
+`--padded` runs Paddock on right-padded batches instead (the stage's `packing: false`). On a
+busy machine set OMP_NUM_THREADS=1: both contenders (and the memory subprocesses) use it.
 
 The last line is a JSON object with `speedup` (Paddock pairs/s / TRL pairs/s), `peak_memory_ratio`
-(Paddock / TRL), pairs/s and mean tokens per sequence of each.
+(Paddock / TRL), pairs/s, mean tokens per sequence and tokens computed per step of each.
 """
 
 from __future__ import annotations
@@ -46,14 +54,17 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.data.loading import load_preferences
 from alignment.data.margins import margin_table, pair_margin
-from reward_models.losses import margin_ranking_loss
-from reward_models.scoring import encode_pair, pair_batch, rewards
+from alignment.training.loop import LoopSettings, make_optimizer
+from reward_models.scoring import encode_pair, supports_packing
+from reward_models.stage import collate, rm_loss
 
 from common import machine, print_summary, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "data" / "gym" / "helpfulness_pairs_train.jsonl"
 LR = 1e-5
+BETAS = (0.9, 0.999)  # TRL's (transformers') AdamW defaults
+EPS = 1e-8
 MAX_GRAD_NORM = 1.0
 
 
@@ -76,29 +87,41 @@ class PaddockContender:
     def __init__(self, path, pairs, args):
         self.tokenizer = load_tokenizer(path)
         self.model = load_model(path, head="reward", dtype=torch.float32).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
-        self.encoded = [encode_pair(p, self.tokenizer) for p in pairs]
-        self.margins = margins(pairs, args.margin)
+        settings = LoopSettings(
+            learning_rate=LR, epochs=1, batch_size=args.batch, weight_decay=0.0, betas=BETAS, adam_eps=EPS
+        )
+        self.optimizer = make_optimizer(self.model, settings)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        self.examples = [
+            {"chosen": c, "rejected": r, "margin": m}
+            for (c, r), m in zip(
+                (encode_pair(p, self.tokenizer) for p in pairs), margins(pairs, args.margin), strict=True
+            )
+        ]
+        self.packed = not args.padded and supports_packing(self.model)
         self.batch = args.batch
-        self.widths: list[int] = []  # padded T of each step's [2B, T] batch
+        self.computed: list[int] = []  # token positions each step's forward computes (padding included)
         self.losses: list[float] = []
 
     def step(self, index: int) -> None:
-        window = slice(index * self.batch, (index + 1) * self.batch)
-        batch = pair_batch(self.encoded[window], self.tokenizer.pad_token_id)
-        margin = torch.tensor(self.margins[window], dtype=torch.float32)
+        """The loop's step (alignment/training/loop.py `train`) on the reward_model stage's pieces."""
+        batch = collate(
+            self.examples[index * self.batch : (index + 1) * self.batch],
+            self.tokenizer.pad_token_id,
+            self.packed,
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            chosen, rejected = rewards(self.model, batch)
-        loss = margin_ranking_loss(chosen.float(), rejected.float(), margin)
+            loss, _stats = rm_loss(self.model, batch, batch["num_items"])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
         self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.widths.append(batch["input_ids"].shape[1])
+        self.computed.append(batch["input_ids"].numel())
         self.losses.append(float(loss))
 
     def sequence_lengths(self) -> list[int]:
-        return [len(ids) for pair in self.encoded for ids in pair]
+        return [len(ex[key]) for ex in self.examples for key in ("chosen", "rejected")]
 
 
 # ---- TRL ---------------------------------------------------------------------------------------
@@ -138,7 +161,6 @@ def trl_trainer(path, pairs, args, max_steps: int, callbacks, output_dir: str, s
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        optim="adamw_torch",
         max_grad_norm=MAX_GRAD_NORM,
         activation_checkpointing=False,  # TRL's default (gradient_checkpointing=True) would recompute
         train_sampling_strategy="sequential",
@@ -271,6 +293,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps per contender")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--margin", choices=["none", "small", "large"], default="none")
+    parser.add_argument("--padded", action="store_true", help="Paddock on padded batches, not packed")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--measure-memory", choices=["paddock", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -283,8 +306,9 @@ def main() -> None:
     pairs = load_pairs(total_steps * args.batch)
     print(f"machine: {machine()}")
     print(
-        f"{len(pairs)} gym helpfulness pairs, {args.batch} pairs/step ([{2 * args.batch}, T] forward), "
-        f"fp32 weights, bf16 autocast, AdamW lr {LR}, clip {MAX_GRAD_NORM}, margin {args.margin}; "
+        f"{len(pairs)} gym helpfulness pairs, {args.batch} pairs/step ({2 * args.batch} sequences, one "
+        f"forward; Paddock {'padded' if args.padded else 'packed'}, TRL padded), "
+        f"fp32 weights, bf16 autocast, fused AdamW lr {LR}, clip {MAX_GRAD_NORM}, margin {args.margin}; "
         f"{args.warmup} warm-up steps each, then {args.rounds} rounds x {args.steps} steps alternating"
     )
 
@@ -309,10 +333,8 @@ def main() -> None:
             f", fused={groups[0]['fused']}, foreach={groups[0]['foreach']}), scheduler="
             f"{type(trainer.lr_scheduler).__name__}, max_grad_norm={trainer.args.max_grad_norm}"
         )
-    trl_widths = [
-        collator([train_dataset[i] for i in range(s * args.batch, (s + 1) * args.batch)])["input_ids"].shape[
-            1
-        ]
+    trl_computed = [
+        collator([train_dataset[i] for i in range(s * args.batch, (s + 1) * args.batch)])["input_ids"].numel()
         for s in range(total_steps)
     ]
     print(
@@ -326,14 +348,14 @@ def main() -> None:
     rate = {name: args.batch / s for name, s in seconds.items()}
     lengths = {"paddock": paddock.sequence_lengths(), "trl": trl_lengths}
     mean_tokens = {name: statistics.mean(v) for name, v in lengths.items()}
-    widths = {"paddock": paddock.widths, "trl": trl_widths}
-    mean_width = {name: statistics.mean(v) for name, v in widths.items()}
+    computed = {"paddock": paddock.computed, "trl": trl_computed}
+    mean_computed = {name: statistics.mean(v) for name, v in computed.items()}
 
     memory = {}
     if not args.skip_memory:
         for name in ("paddock", "trl"):
             cmd = [sys.executable, __file__, "--measure-memory", name, "--batch", str(args.batch)]
-            cmd += ["--margin", args.margin]
+            cmd += ["--margin", args.margin] + (["--padded"] if args.padded else [])
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
             memory[name] = json.loads(out.strip().splitlines()[-1])
@@ -346,7 +368,7 @@ def main() -> None:
             f"{rate[name]:.2f}",
             f"{rate[name] * 2 * mean_tokens[name]:.0f}",
             f"{mean_tokens[name]:.1f}",
-            f"{mean_width[name]:.1f}",
+            f"{mean_computed[name]:.0f}",
             f"{memory[name]['step_mb']:.0f}" if memory else "-",
             f"{memory[name]['peak_mb']:.0f}" if memory else "-",
         ]
@@ -360,7 +382,7 @@ def main() -> None:
             "pairs/s",
             "tokens/s",
             "tokens/seq",
-            "padded T",
+            "tokens computed/step",
             "step memory MB",
             "peak RSS MB",
         ],
@@ -371,7 +393,9 @@ def main() -> None:
         "speedup": round(rate["paddock"] / rate["trl"], 2),
         "pairs_per_s": {k: round(v, 2) for k, v in rate.items()},
         "mean_tokens_per_sequence": {k: round(v, 2) for k, v in mean_tokens.items()},
-        "mean_padded_length": {k: round(v, 2) for k, v in mean_width.items()},
+        "tokens_computed_per_step": {k: round(v, 1) for k, v in mean_computed.items()},
+        "paddock_layout": "padded" if args.padded else "packed",
+        "threads": torch.get_num_threads(),
         "seconds_per_step": {k: round(v, 3) for k, v in seconds.items()},
         "batch_pairs": args.batch,
         "margin": args.margin,

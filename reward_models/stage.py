@@ -2,9 +2,10 @@
 pairs with the margin loss, then evaluated the paper's way (by rating bucket, category, test set).
 
 Trained on Paddock's own loop rather than TRL's RewardTrainer: chosen and rejected go through one
-forward pass per batch, the loss is the paper's margin loss straight from the rating, and the
-loop's resume and artifacts are shared with every other stage. benchmarks/reward_model.py measures
-it against RewardTrainer on the same model, data and batch.
+forward pass per batch, packed into one row without padding (`packing`), the loss is the paper's
+margin loss straight from the rating, and the loop's resume and artifacts are shared with every
+other stage. benchmarks/reward_model.py measures it against RewardTrainer on the same model, data
+and batch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from alignment.recipes.schema import StageConfig, register_stage
 from alignment.stages.common import StageContext, finish_stage, load_records, load_source, loop_settings
 from alignment.training.loop import train
 from reward_models.losses import margin_ranking_loss
-from reward_models.scoring import encode_pair, pair_batch, rewards
+from reward_models.scoring import encode_pair, make_pair_batch, rewards, supports_packing
 
 
 @register_stage("reward_model")
@@ -52,6 +53,12 @@ class RewardModelConfig(StageConfig):
     eval_every: int = setting("Held-out accuracy every N steps (0: at the end only).", default=0)
     checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=50)
     eval_pairs: int = setting("Cap on pairs per test set for evaluation (0: all).", default=0)
+    packing: bool = setting(
+        "Train on each batch's sequences packed into one row without padding (positions and "
+        "attention per sequence; same rewards as padding). Paddock's own reward model only; "
+        "others are padded. Evaluation packs whenever the model allows.",
+        default=True,
+    )
 
 
 def encode_pairs(pairs, tokenizer, cfg: RewardModelConfig) -> list[dict]:
@@ -63,8 +70,8 @@ def encode_pairs(pairs, tokenizer, cfg: RewardModelConfig) -> list[dict]:
     return examples
 
 
-def collate(batch: list[dict], pad_token_id: int) -> dict:
-    out = pair_batch([(ex["chosen"], ex["rejected"]) for ex in batch], pad_token_id)
+def collate(batch: list[dict], pad_token_id: int, packed: bool = False) -> dict:
+    out = make_pair_batch([(ex["chosen"], ex["rejected"]) for ex in batch], pad_token_id, packed)
     out["margin"] = torch.tensor([ex["margin"] for ex in batch], dtype=torch.float32)
     out["num_items"] = len(batch)
     return out
@@ -78,11 +85,14 @@ def rm_loss(model, batch: dict, num_items: int):
     return loss, {"accuracy": correct / num_items, "reward_gap": float((chosen - rejected).sum()) / num_items}
 
 
-def quick_accuracy(model, examples: list[dict], pad_token_id: int, batch_size: int = 16) -> dict:
+def quick_accuracy(
+    model, examples: list[dict], pad_token_id: int, batch_size: int = 16, packed: bool = False
+) -> dict:
     correct, total = 0, 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            chosen, rejected = rewards(model, collate(examples[start : start + batch_size], pad_token_id))
+            batch = collate(examples[start : start + batch_size], pad_token_id, packed)
+            chosen, rejected = rewards(model, batch)
             correct += int((chosen > rejected).sum())
             total += len(chosen)
     return {"accuracy": correct / max(total, 1)}
@@ -116,14 +126,15 @@ def run_reward_model(ctx: StageContext) -> dict:
     model = ctx.trainable_model(head="reward")
     model.config.pad_token_id = tokenizer.pad_token_id
     pad = tokenizer.pad_token_id
+    packed = cfg.packing and supports_packing(model)
     final = train(
         model,
         examples,
-        lambda batch: collate(batch, pad),
+        lambda batch: collate(batch, pad, packed),
         rm_loss,
         loop_settings(cfg, ctx, min_warmup_steps=cfg.min_warmup_steps),
         ctx.dir,
-        evaluate=lambda m: quick_accuracy(m, quick_eval, pad),
+        evaluate=lambda m: quick_accuracy(m, quick_eval, pad, packed=packed),
         description=f"{ctx.run_name}/{cfg.name}",
     )
     evaluation = evaluate_rm(
