@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from alignment.errors import PaddockError
+from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
 from alignment.runs import StageDir, write_atomic
 from alignment.stages import runners
@@ -54,6 +55,7 @@ def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) ->
     recipe = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir) / recipe.run_name
     check_writable(run_dir)
+    check_free_space(recipe, run_dir)
     raw = yaml.safe_load(Path(path).read_text())
     write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
     registry = runners()

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignment.runs import write_atomic
+
 
 @dataclass
 class Num:
@@ -322,8 +324,8 @@ def write_report(run_dir: Path, recipe, eval_dir: Path, results: dict[str, dict]
             blocks += generic_plots(run_dir, stage, rel, titles[stage.type])
     blocks += safety_blocks(eval_dir, results, rel)
     md, page = eval_dir / "report.md", eval_dir / "report.html"
-    md.write_text(to_markdown(blocks).replace("](../" + eval_dir.name + "/", "]("))
-    page.write_text(
-        to_html(blocks, f"Paddock report: {recipe.run_name}").replace('"../' + eval_dir.name + "/", '"')
+    write_atomic(md, to_markdown(blocks).replace("](../" + eval_dir.name + "/", "]("))
+    write_atomic(
+        page, to_html(blocks, f"Paddock report: {recipe.run_name}").replace('"../' + eval_dir.name + "/", '"')
     )
     return md, page

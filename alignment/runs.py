@@ -7,6 +7,7 @@ a stage killed at any point is either unfinished (and resumes from its checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,7 +44,11 @@ class Metrics:
     def rows(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in lines[:-1]]
+        with contextlib.suppress(json.JSONDecodeError):  # a line torn by a kill mid-append:
+            rows += [json.loads(line) for line in lines[-1:]]  # the resumed run logs that step again
+        return rows
 
     def truncate_after(self, step: int) -> None:
         kept = [row for row in self.rows() if row.get("step", 0) <= step]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignment.runs import write_atomic
+
 
 def _common(parser, out_default: str) -> None:
     parser.add_argument(
@@ -68,7 +70,7 @@ def cmd_evaluate(args) -> None:
     summary = summarize(scored)
     summary["plots"] = write_plots(scored, summary, out, title=Path(args.rm).name)
     summary["rm"] = str(args.rm)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(
         f"accuracy {_pct(summary)}; "
         + ", ".join(f"{k} {_pct(v)}" for k, v in summary["accuracy_by_rating"].items())

@@ -30,6 +30,7 @@ import numpy as np
 
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.gym.graders import grade_helpfulness
+from reward_models.health import ScoreHealth
 
 RATINGS = [r.value for r in Rating]
 CATEGORIES = [c.value for c in Category]
@@ -244,10 +245,15 @@ def evaluate_rm(
     autocast: bool = False,
     batch_size: int = 16,
     max_length: int = 512,
+    name: str = "under evaluation",
 ) -> dict:
     """Score every test set with the RM, write reliability.png and score_histograms.png into out_dir,
     and return the summary (see `summarize`; `plots` names the PNG files)."""
     scored = score_test_sets(model, tokenizer, test_sets, style, autocast, batch_size, max_length)
     summary = summarize(scored)
+    health = ScoreHealth()  # collapsed or exploded scores: a warning line and a flag in the summary
+    every_score = [np.zeros(0)] + [_values(s) for _, c, r in scored.values() for s in (c, r)]
+    health.check(name, np.concatenate(every_score))
+    summary["score_health"] = health.summary()
     summary["plots"] = write_plots(scored, summary, Path(out_dir))
     return summary

@@ -144,6 +144,7 @@ def run_reward_model(ctx: StageContext) -> dict:
         ctx.dir.plots,
         style=cfg.chat_style,
         autocast=ctx.recipe.model.precision == "bf16-autocast",
+        name=cfg.name,
     )
     summary = {
         "train_pairs": len(examples),

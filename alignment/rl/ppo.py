@@ -325,8 +325,9 @@ def make_optimizer(
 
 
 def check_finite(value: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(value).all():
-        raise PaddockError(f"PPO: {what} is not finite (NaN or inf); the last good checkpoint is kept")
+    from alignment.training import guards  # names the bad rows; the stage adds step and prompt ids
+
+    guards.check_finite(value, f"PPO: {what}")
 
 
 def _with_seed(sampling: SamplingConfig, seed: int) -> SamplingConfig:

@@ -15,6 +15,7 @@ import torch
 from alignment.data.chat_format import encode_dialogue
 from alignment.recipes.config import join, setting
 from alignment.recipes.schema import check_range
+from reward_models.health import ScoreHealth
 from safety.reward_combination import combine_rewards, logit
 
 
@@ -56,11 +57,14 @@ class RewardScorer:
     ):
         self.helpful, self.safety, self.tokenizer = helpful, safety, tokenizer
         self.style, self.threshold, self.max_length, self.autocast = style, threshold, max_length, autocast
+        self.health = ScoreHealth()  # collapsed or exploded scores: warned once, flagged in summary.json
 
     def __call__(self, conversations, texts, is_safety: torch.Tensor) -> dict[str, torch.Tensor]:
         kwargs = dict(style=self.style, max_length=self.max_length, autocast=self.autocast)
         helpful = rm_scores(self.helpful, self.tokenizer, conversations, texts, **kwargs)
         safety = rm_scores(self.safety, self.tokenizer, conversations, texts, **kwargs)
+        self.health.check("helpful", helpful, texts)
+        self.health.check("safety", safety, texts)
         combined = combine_rewards(helpful, safety, is_safety, threshold=self.threshold)
         return {"helpful": helpful, "safety": safety, "combined": combined, "reward": logit(combined)}
 
@@ -101,6 +105,8 @@ def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
             ) from None
         models[role].config.pad_token_id = tokenizer.pad_token_id
     autocast = ctx.recipe.model.precision == "bf16-autocast"
-    return RewardScorer(
+    scorer = RewardScorer(
         models["helpful"], models["safety"], tokenizer, style, cfg.threshold, cfg.max_length, autocast
     )
+    ctx.extras["rm_health"] = scorer.health  # finish_stage writes it into summary.json
+    return scorer

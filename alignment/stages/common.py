@@ -256,6 +256,8 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
         **summary,
         "plots": plot_metrics(ctx, plot_keys),
     }
+    if "rm_health" in ctx.extras:  # set by the RL reward scorer (alignment/rl/rewards.py)
+        summary["rm_health"] = ctx.extras["rm_health"].summary()
     ctx.dir.write_summary(summary)
     ctx.dir.mark_complete()
     # Resume checkpoints (weights + optimizer, ~3x the model) are scratch once the stage is done.

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Dialogue
@@ -57,7 +57,7 @@ from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import write_atomic, write_json
 from alignment.stages.common import StageContext, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
-from alignment.training.checkpoint import trainable_state
+from alignment.training.checkpoint import save_file_atomic, trainable_state
 
 SEPARATOR = "\n\n"  # between a user turn and the instruction appended to it
 
@@ -550,7 +550,7 @@ def run_gatt(ctx: StageContext) -> dict:
             eval_examples=cfg.eval_examples,
         )
         write_json(ctx.dir.root / "finetune.json", fit)
-        save_file(trainable_state(model), done_file)  # last: marks the fine-tune finished
+        save_file_atomic(trainable_state(model), done_file)  # last: marks the fine-tune finished
     after = _evaluate(ctx, model, tokenizer, "after")
     plots = []
     if before or after:

@@ -35,6 +35,7 @@ from alignment.training.checkpoint import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
+from alignment.training.guards import at_step
 from safety.evaluation import GoldSuiteConfig, gold_rates, suite_rows
 
 
@@ -285,7 +286,7 @@ def run_ppo(ctx: StageContext) -> dict:
         state = load_training_checkpoint(checkpoint, modules, optimizer, scheduler)
         start, evals = state["step"], state["evals"]
         trainer.running.load_state_dict(state["running"])
-        ctx.dir.metrics.truncate_after(start)
+    ctx.dir.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
     before_file = ctx.dir.root / "eval_before.json"
     if before_file.is_file():
         before = json.loads(before_file.read_text())
@@ -312,7 +313,8 @@ def run_ppo(ctx: StageContext) -> dict:
             encode_prompt(r.prompt, tokenizer, style=cfg.chat_style)[-cfg.max_prompt_tokens :]
             for r in records
         ]
-        stats = trainer.iteration(records, prompt_ids, seed=ctx.seed * 1_000_003 + it)
+        with at_step(it + 1, lambda: [train_prompts.index(r) for r in records]):  # NaN/inf: say where
+            stats = trainer.iteration(records, prompt_ids, seed=ctx.seed * 1_000_003 + it)
         row = {"step": it + 1, **_numbers(stats)}
         done = it + 1 == cfg.iterations
         if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not done:

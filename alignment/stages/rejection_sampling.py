@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from alignment.answers import answer, sampling_for
 from alignment.data.mixtures import prompt_key
@@ -32,7 +32,7 @@ from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import StageDir, write_atomic, write_json
 from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
-from alignment.training.checkpoint import trainable_state
+from alignment.training.checkpoint import save_file_atomic, trainable_state
 from safety.evaluation import GoldSuiteConfig, suite_rows
 
 
@@ -256,7 +256,7 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
             ctx, model, tokenizer, cfg.finetune, dialogues, style=cfg.chat_style, stage_dir=StageDir(root)
         )
         write_json(root / "finetune.json", fit)
-        save_file(trainable_state(model), done_file)  # last: marks the iteration finished
+        save_file_atomic(trainable_state(model), done_file)  # last: marks the iteration finished
     kept_records = [records[item["index"]] for item in kept]
     all_records = [r for r in records for _ in range(k)]
     report = {

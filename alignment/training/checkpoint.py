@@ -29,6 +29,8 @@ def save_training_checkpoint(
 ) -> Path:
     """`weights` overrides which tensors are saved (default: every parameter with requires_grad)."""
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(".tmp-*"):  # left by a run killed mid-save; one writer per stage
+        shutil.rmtree(stale, ignore_errors=True)
     final = directory / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
     try:
@@ -50,6 +52,13 @@ def save_training_checkpoint(
     for old in sorted(directory.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors to a temp name, then renamed: a file whose presence marks work done is never torn."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

@@ -133,7 +133,7 @@ def train(
     checkpoint = latest_checkpoint(stage.checkpoints)
     if checkpoint is not None:
         start = load_training_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
-        stage.metrics.truncate_after(start)
+    stage.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
     model.train()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if settings.autocast else nullcontext()
     bar = tqdm(total=total, initial=start, desc=description, disable=not settings.progress, unit="step")
@@ -144,10 +144,10 @@ def train(
         num_items = sum(batch["num_items"] for batch in micro_batches)
         stats_sum: dict[str, float] = {}
         loss_total = 0.0
-        for batch in micro_batches:
+        for ids, batch in zip(plan[step], micro_batches, strict=True):
             with autocast:
                 loss, stats = loss_fn(model, batch, num_items)
-            check_finite(loss.detach(), "loss", step, plan[step][0])
+            check_finite(loss.detach(), "loss", step + 1, ids)
             loss.backward()
             loss_total += float(loss.detach())
             for key, value in stats.items():
@@ -155,7 +155,7 @@ def train(
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], settings.max_grad_norm
         )
-        check_finite(grad_norm, "gradient norm", step, plan[step][0])
+        check_finite(grad_norm, "gradient norm", step + 1, [i for ids in plan[step] for i in ids])
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
