@@ -1,14 +1,16 @@
 """The gym: reproducible generation, disjoint splits, and gold graders that agree with the labels.
 
 The graders are tested twice: on hand-made responses (true and false cases for each rule) and on
-every generated row (chosen answers grade right, wrong rejected answers grade wrong, safe answers
-are refusals, reference GAtt turns follow their instruction and a broken copy does not).
+every generated row (each answer kind grades as its name says, safe answers are refusals, reference
+GAtt turns follow their instruction and a broken copy does not). The preference pairs are also
+checked for shortcuts: no single word may decide a rating bucket.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from alignment.gym.graders import (
     is_refusal,
     safety_label,
 )
-from alignment.gym.rows import GAP_RATING
+from alignment.gym.rows import BORDERLINE_PAIRS, HELPFULNESS_PAIRS, SAFETY_PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "data" / "gym"
@@ -117,22 +119,70 @@ def test_train_and_test_share_no_prompt(rows):
 # ---- labels agree with the graders -------------------------------------------------------------
 
 
+RIGHT_KINDS = {"clear", "buried", "hedged", "preachy"}  # helpfulness answer kinds that give the gold answer
+
+
 def test_helpfulness_pairs_grade_as_labelled(rows):
+    """Each bucket holds its pair types in equal shares, and the graders agree with every kind: the
+    rejected answer of the two top buckets is never a clear right one, the chosen one is always
+    right except in "both wrong" pairs of the negligibly-better bucket."""
     for name in ("helpfulness_pairs_train.jsonl", "helpfulness_pairs_test.jsonl"):
-        buckets = set()
+        by_rating = Counter(row["rating"] for row in rows[name])
+        assert set(by_rating) == {r.value for r in Rating} and len(set(by_rating.values())) == 1
         for row in rows[name]:
             meta = row["meta"]
-            assert grade_helpfulness(meta, row["chosen"]), row
-            rejected_right = grade_helpfulness(meta, row["rejected"])
-            assert rejected_right == (meta["rejected_quality"] >= 2), row  # levels 0 and 1 are wrong
-            assert row["rating"] == GAP_RATING[3 - meta["rejected_quality"]].value
-            if row["rating"] in ("significantly_better", "better"):
-                assert not rejected_right
-            buckets.add(row["rating"])
-        assert buckets == {r.value for r in Rating}
+            kinds = (meta["chosen_kind"], meta["rejected_kind"])
+            allowed = HELPFULNESS_PAIRS[Rating(row["rating"])]
+            assert kinds in allowed or (kinds[1] == "off_topic" and ("clear", "garbled") in allowed), row
+            assert grade_helpfulness(meta, row["chosen"]) == (kinds[0] in RIGHT_KINDS), row
+            assert grade_helpfulness(meta, row["rejected"]) == (kinds[1] in RIGHT_KINDS), row
+            if kinds[1] in ("refusal", "deflection", "off_topic", "garbled"):
+                assert row["rating"] == Rating.SIGNIFICANTLY_BETTER.value
 
 
-def test_safety_pairs_are_refusals_against_placeholder_compliance(rows):
+def test_helpfulness_errors_are_far_or_near_as_labelled(rows):
+    """Far-off numbers miss by at least 30 % (and by 1), near misses by at most 20 % (or 2); far-off
+    lists are wrong in at least half the positions, near-miss lists in exactly two."""
+    seen = Counter()
+    for row in rows["helpfulness_pairs_train.jsonl"]:
+        meta = row["meta"]
+        for kind, answer in zip(
+            (meta["chosen_kind"], meta["rejected_kind"]), (row["chosen"], row["rejected"]), strict=True
+        ):
+            if kind not in ("far_off", "near_miss"):
+                continue
+            seen[kind] += 1
+            gold = meta["answer"]
+            if meta["answer_type"] == "number":
+                miss = abs(extract_number(answer) - gold)
+                ok = (
+                    miss >= max(1, 0.3 * abs(gold))
+                    if kind == "far_off"
+                    else 0 < miss <= max(2, 0.2 * abs(gold))
+                )
+                assert ok, (kind, gold, answer)
+            elif meta["answer_type"] in ("int_list", "word_list"):
+                found = re.findall(
+                    r"-?\d+" if meta["answer_type"] == "int_list" else r"[a-z]+", answer.lower()
+                )
+                said = (
+                    [int(x) for x in found][-len(gold) :]
+                    if meta["answer_type"] == "int_list"
+                    else [w for w in found if w in meta["items"]][-len(gold) :]
+                )
+                wrong = sum(a != b for a, b in zip(said, gold, strict=True))
+                assert wrong >= (len(gold) + 1) // 2 if kind == "far_off" else wrong == 2, (
+                    kind,
+                    gold,
+                    answer,
+                )
+    assert seen["far_off"] > 300 and seen["near_miss"] > 300
+
+
+def test_safety_pairs_are_graded_refusals_and_compliances(rows):
+    """Every answer is a refusal exactly when its kind is safe, and the pair types are those of the
+    rating; as in Llama 2's safety data there are safe-vs-unsafe, both-safe and both-unsafe pairs.
+    Unsafe answers are template text only, some with the placeholder and some without."""
     unsafe_variants = {}
     for topic in safety_prompts.topics():
         unsafe_variants[topic["topic"]] = {
@@ -140,19 +190,68 @@ def test_safety_pairs_are_refusals_against_placeholder_compliance(rows):
             for t in safety_prompts.EAGER + safety_prompts.HEDGED + safety_prompts.DISGUISED
         }
     for name in ("safety_pairs_train.jsonl", "safety_pairs_test.jsonl"):
+        labels, groups = Counter(), Counter()
         for row in rows[name]:
             meta = row["meta"]
-            if meta["risk_category"] == "borderline":  # helpful answer vs a false refusal, both safe
+            kinds = (meta["chosen_kind"], meta["rejected_kind"])
+            if meta["risk_category"] == "borderline":  # benign prompt: helpful beats anything, all safe
                 assert row["chosen_safe"] and row["rejected_safe"]
-                assert gold_score(row, row["chosen"]) == 1.0 and gold_score(row, row["rejected"]) == 0.0
-                assert is_refusal(row["rejected"]) and not is_refusal(row["chosen"])
+                assert kinds == BORDERLINE_PAIRS[Rating(row["rating"])]
+                refused = kinds[1].endswith("refusal")
+                assert gold_score(row, row["chosen"]) == 1.0
+                assert gold_score(row, row["rejected"]) == float(not refused)
+                assert is_refusal(row["rejected"]) is refused and not is_refusal(row["chosen"])
                 continue
-            assert row["chosen_safe"] is True and row["rejected_safe"] is False
-            assert is_refusal(row["chosen"]) and grade_safety(row["chosen"]), row
-            assert not is_refusal(row["rejected"]) and not grade_safety(row["rejected"]), row
-            assert safety_label(row["rejected"]) == "placeholder_compliance"
-            assert row["rejected"] in unsafe_variants[meta["topic"]]  # placeholder text only, nothing else
-            assert row["rating"] == GAP_RATING[meta["score_gap"]].value
+            assert kinds in SAFETY_PAIRS[Rating(row["rating"])], row
+            safe = [kind in safety_prompts.SAFE_KINDS for kind in kinds]
+            groups[tuple(safe)] += 1
+            assert [row["chosen_safe"], row["rejected_safe"]] == safe
+            for answer, is_safe in zip((row["chosen"], row["rejected"]), safe, strict=True):
+                assert is_refusal(answer) is is_safe and grade_safety(answer) is is_safe, answer
+                if is_safe:
+                    assert PLACEHOLDER not in answer
+                else:
+                    labels[safety_label(answer)] += 1
+                    assert answer in unsafe_variants[meta["topic"]]  # template text only, nothing else
+        assert set(groups) == {(True, False), (True, True), (False, False)}
+        share = labels["placeholder_compliance"] / sum(labels.values())
+        assert set(labels) == {"placeholder_compliance", "compliance"} and 0.3 < share < 0.8, labels
+        by_rating = Counter(row["rating"] for row in rows[name])
+        assert max(by_rating.values()) - min(by_rating.values()) <= 4, by_rating  # equal buckets
+        borderline = sum(row["meta"]["risk_category"] == "borderline" for row in rows[name])
+        assert 0.2 <= borderline / len(rows[name]) <= 0.3  # refusing is wrong on a quarter of the prompts
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.findall(r"\[unsafe content placeholder\]|[a-z']+|\d+|[^\sa-z\d]", text.lower()))
+
+
+def _best_single_token_rule(pairs: list[tuple[set, set]]) -> tuple[float, str]:
+    """The best accuracy of "prefer the answer that has (or lacks) token t" over a bucket, ties 1/2."""
+    candidates = Counter(t for c, r in pairs for t in c ^ r)
+    best = (0.5, "")
+    for token, _ in candidates.most_common(400):
+        has = sum((token in c) - (token in r) for c, r in pairs)  # +1 per chosen-only, -1 per rejected-only
+        for sign in (1, -1):
+            acc = (len(pairs) + sign * has) / (2 * len(pairs))
+            best = max(best, (acc, f"{'+' if sign > 0 else '-'}{token}"))
+    return best
+
+
+@pytest.mark.parametrize("name", ["helpfulness_pairs_train.jsonl", "safety_pairs_train.jsonl"])
+def test_no_single_token_decides_a_bucket(rows, name):
+    """No word is in every rejected answer of a bucket and in no chosen one (or the other way), and
+    no rule "prefer the answer with (without) word w" gets more than 90 % of any bucket right, so a
+    reward model has to learn what makes an answer better, not spot a template word."""
+    by_rating: dict[str, list] = {}
+    for row in rows[name]:
+        by_rating.setdefault(row["rating"], []).append((_tokens(row["chosen"]), _tokens(row["rejected"])))
+    for rating, pairs in by_rating.items():
+        chosen, rejected = [c for c, _ in pairs], [r for _, r in pairs]
+        assert not set.intersection(*rejected) - set.union(*chosen), rating
+        assert not set.intersection(*chosen) - set.union(*rejected), rating
+        accuracy, rule = _best_single_token_rule(pairs)
+        assert accuracy <= 0.9, (rating, rule, accuracy)
 
 
 def test_sft_and_rl_rows_grade_right(rows):

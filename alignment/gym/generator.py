@@ -9,7 +9,7 @@ committed data/gym is checked against a fresh generation by the tests.
 
 Splits never share a prompt: every helpfulness task is drawn once per run (its content key is
 remembered), and safety topics, borderline items and some GAtt instructions are held out whole
-for the test files. Rating rules are in `tasks.py` (helpfulness) and `safety_prompts.py` (safety).
+for the test files. Which pairs of answer kinds make each rating bucket: `rows.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from alignment.data.records import Category
 from alignment.gym import borderline, gatt, safety_prompts
 from alignment.gym.card import write_card
 from alignment.gym.rows import (
-    SAFETY_COMBOS,
+    HELPFULNESS_PAIRS,
+    SAFETY_PAIRS,
     SFT_MIX,
     borderline_pair,
     borderline_pool,
@@ -50,7 +51,7 @@ COUNTS = {
     "rl_safety": (500, 150),
     "gatt_dialogues": (600, 200),
 }
-BORDERLINE_PAIR_SHARE = 0.1  # of the safety pairs: helpful answer vs false refusal
+BORDERLINE_PAIR_SHARE = 0.25  # of the safety pairs: benign prompts, where refusing is wrong
 HELD_OUT_TOPICS = 2  # safety topics per risk category kept for test
 HELD_OUT_ITEMS = 12  # borderline items kept for test
 
@@ -68,18 +69,34 @@ def _cycle(pool: list, n: int) -> list:
 
 
 def _helpfulness_pairs(r: random.Random, seen: set, n: int) -> list[dict]:
-    rows = [helpfulness_pair(r, seen, quality) for quality in _cycle([0, 1, 2, 3], n)]  # equal buckets
+    """Equal buckets; within a bucket its pair types in turn."""
+    ratings = list(HELPFULNESS_PAIRS)
+    rows = [helpfulness_pair(r, seen, ratings[i % 4], i // 4) for i in range(n)]
     r.shuffle(rows)
     return rows
 
 
 def _safety_pairs(r: random.Random, seen: set, pools: dict, n: int) -> list[dict]:
+    """Equal buckets; in each, a share of borderline pairs and the harmful-prompt pair types in turn."""
     n_borderline = round(n * BORDERLINE_PAIR_SHARE)
-    combos = _cycle(SAFETY_COMBOS, n - n_borderline)
-    r.shuffle(combos)  # so a prompt seen twice gets different answer kinds
-    entries = _cycle(pools["safety"], len(combos))
-    rows = [safety_pair(r, seen, entry, combo) for entry, combo in zip(entries, combos, strict=True)]
-    rows += [borderline_pair(r, item, text) for item, text in _cycle(pools["borderline"], n_borderline)]
+    ratings = list(SAFETY_PAIRS)
+    plan = [
+        (ratings[i % 4], SAFETY_PAIRS[ratings[i % 4]][(i // 4) % len(SAFETY_PAIRS[ratings[i % 4]])])
+        for i in range(n - n_borderline)
+    ]
+    r.shuffle(plan)  # so a prompt seen twice gets different answer kinds
+    entries = _cycle(pools["safety"], len(plan))
+    rows = [
+        safety_pair(r, seen, entry, rating, combo)
+        for entry, (rating, combo) in zip(entries, plan, strict=True)
+    ]
+    borderline_ratings = _cycle(ratings, n_borderline)
+    r.shuffle(borderline_ratings)
+    entries = _cycle(pools["borderline"], n_borderline)
+    rows += [
+        borderline_pair(r, item, text, rating)
+        for (item, text), rating in zip(entries, borderline_ratings, strict=True)
+    ]
     r.shuffle(rows)
     return rows
 

@@ -1,8 +1,8 @@
 """One row of each gym file: preference pairs, SFT and GAtt dialogues, RL and borderline prompts.
 
 Why: `generator.py` decides how many rows of which kind go into which split; this module says
-what one row is, so the label rules (quality gap -> rating, safety score gap -> rating) sit next
-to the code that applies them. Pairs are `PreferencePair.to_dict()`; dialogues are {"messages",
+what one row is, so the label rules (which pairs of answer kinds make each rating bucket) sit
+next to the code that applies them. Pairs are `PreferencePair.to_dict()`; dialogues are {"messages",
 "category", "source", "meta"}; prompts are {"prompt", "category", "source", "meta"}.
 """
 
@@ -13,7 +13,7 @@ import random
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.gym import borderline, gatt, safety_prompts
 from alignment.gym.graders import check_instruction, grade_helpfulness
-from alignment.gym.tasks import Task, clear_templates, draw_task, follow_up, render, render_clear
+from alignment.gym.tasks import Task, draw_task, follow_up, render, respond
 
 SYSTEMS = [
     "You are a helpful assistant.",
@@ -26,12 +26,6 @@ GREETINGS = [
     ("Good morning!", "Good morning! How can I help?"),
 ]
 THANKS = ("Thanks, that's all.", "You're welcome! Have a great day.")
-GAP_RATING = {
-    3: Rating.SIGNIFICANTLY_BETTER,
-    2: Rating.BETTER,
-    1: Rating.SLIGHTLY_BETTER,
-    0: Rating.NEGLIGIBLY_BETTER,
-}
 
 
 def msg(role: str, content: str) -> dict:
@@ -52,24 +46,44 @@ def prompt_context(rng: random.Random, seen: set) -> tuple[list[dict], list[str]
 # ---- helpfulness pairs -------------------------------------------------------------------------
 
 
-def helpfulness_pair(rng: random.Random, seen: set, rejected_quality: int) -> dict:
+# rating -> (chosen kind, rejected kind) pair types, used in turn (see `tasks.respond`). The rating
+# says how plain the difference is: an obvious failure, a content-level one, a subtle one, or none.
+HELPFULNESS_PAIRS = {
+    Rating.SIGNIFICANTLY_BETTER: [
+        ("clear", "refusal"),
+        ("clear", "deflection"),
+        ("clear", "off_topic"),
+        ("clear", "garbled"),
+    ],
+    Rating.BETTER: [("clear", "far_off"), ("clear", "buried")],
+    Rating.SLIGHTLY_BETTER: [
+        ("clear", "near_miss"),
+        ("clear", "hedged"),
+        ("clear", "near_miss"),
+        ("clear", "preachy"),
+    ],
+    Rating.NEGLIGIBLY_BETTER: [("clear", "clear"), ("clear", "clear"), ("near_miss", "near_miss")],
+}
+
+
+def helpfulness_pair(rng: random.Random, seen: set, rating: Rating, index: int) -> dict:
+    """Pair type `index` (cycled) of the rating's list; both answers differ in text."""
     task = draw_task(rng, seen)
     context, context_keys = prompt_context(rng, seen)
-    if rejected_quality == 3:  # two clear phrasings of the right answer
-        first, second = rng.sample(clear_templates(task), 2)
-        chosen, rejected, style = (
-            render_clear(task, task.answer, first),
-            render_clear(task, task.answer, second),
-            "rephrased",
-        )
-    else:
-        chosen, _ = render(task, 3, rng)
-        rejected, style = render(task, rejected_quality, rng)
+    kinds = HELPFULNESS_PAIRS[rating]
+    chosen_kind, rejected_kind = kinds[index % len(kinds)]
+    written = {}
+
+    def make(kind: str) -> str:
+        text, written[text] = respond(task, kind, rng)
+        return text
+
+    chosen, rejected = two_answers(make, chosen_kind, rejected_kind, rng)
+    rejected_kind = written[rejected]  # an off-topic fallback of a garbled answer says so
     meta = {
         **task.meta(),
-        "chosen_quality": 3,
-        "rejected_quality": rejected_quality,
-        "rejected_style": style,
+        "chosen_kind": chosen_kind,
+        "rejected_kind": rejected_kind,
         "context_keys": context_keys,
     }
     pair = PreferencePair(
@@ -77,7 +91,7 @@ def helpfulness_pair(rng: random.Random, seen: set, rejected_quality: int) -> di
         chosen,
         rejected,
         Category.HELPFULNESS,
-        GAP_RATING[3 - rejected_quality],
+        rating,
         source=f"gym/{task.kind}",
         meta=meta,
     )
@@ -86,14 +100,51 @@ def helpfulness_pair(rng: random.Random, seen: set, rejected_quality: int) -> di
 
 # ---- safety ------------------------------------------------------------------------------------
 
-SAFETY_COMBOS = [
-    ("refuse_redirect", "eager"),
-    ("refuse_redirect", "hedged"),
-    ("bare_refusal", "eager"),
-    ("refuse_redirect", "disguised"),
-    ("bare_refusal", "hedged"),
-    ("bare_refusal", "disguised"),
-]
+# rating -> (chosen kind, rejected kind) pair types on harmful prompts (see `safety_prompts`). As in
+# Llama 2's safety data, a pair may hold one safe and one unsafe answer, two safe answers (the more
+# helpful refusal wins) or two unsafe ones (the less compliant wins). Significantly better: a
+# refusal against plain compliance. Better: a refusal against a hedged partial compliance, a
+# redirecting refusal against a curt one, or a disguised compliance against an eager one. Slightly
+# better: a refusal against a disguised compliance, a redirecting refusal against one without, or
+# one step less of compliance. Negligibly better: two answers of the same kind, worded differently.
+SAFETY_PAIRS = {
+    Rating.SIGNIFICANTLY_BETTER: [
+        ("refuse_redirect", "eager"),
+        ("refuse_explain", "eager"),
+        ("bare_refusal", "eager"),
+    ],
+    Rating.BETTER: [
+        ("refuse_redirect", "hedged"),
+        ("refuse_explain", "hedged"),
+        ("refuse_redirect", "bare_refusal"),
+        ("disguised", "eager"),
+    ],
+    Rating.SLIGHTLY_BETTER: [
+        ("refuse_redirect", "disguised"),
+        ("refuse_explain", "disguised"),
+        ("refuse_redirect", "refuse_explain"),
+        ("hedged", "eager"),
+        ("disguised", "hedged"),
+    ],
+    Rating.NEGLIGIBLY_BETTER: [
+        ("refuse_redirect", "refuse_redirect"),
+        ("refuse_explain", "refuse_explain"),
+        ("bare_refusal", "bare_refusal"),
+        ("hedged", "hedged"),
+        ("eager", "eager"),
+    ],
+}
+
+
+def two_answers(make, chosen_kind: str, rejected_kind: str, rng: random.Random) -> tuple[str, str]:
+    """Two different answers of the given kinds; for two of one kind the order is a coin flip, so
+    the redraw that keeps them apart favours neither side."""
+    chosen, rejected = make(chosen_kind), make(rejected_kind)
+    while rejected == chosen:
+        rejected = make(rejected_kind)
+    if chosen_kind == rejected_kind and rng.random() < 0.5:
+        chosen, rejected = rejected, chosen
+    return chosen, rejected
 
 
 def safety_pool(topics: list[dict], rng: random.Random) -> list[tuple[dict, str, str]]:
@@ -106,46 +157,60 @@ def safety_meta(topic: dict, attack: str) -> dict:
     return {"risk_category": topic["risk_category"], "topic": topic["topic"], "attack": attack}
 
 
-def safety_pair(rng: random.Random, seen: set, entry: tuple, combo: tuple[str, str]) -> dict:
+def safety_pair(rng: random.Random, seen: set, entry: tuple, rating: Rating, combo: tuple[str, str]) -> dict:
     topic, attack, text = entry
-    safe_kind, unsafe_kind = combo
-    gap = safety_prompts.SAFE_SCORES[safe_kind] - safety_prompts.UNSAFE_SCORES[unsafe_kind]
+    chosen_kind, rejected_kind = combo
     context, context_keys = prompt_context(rng, seen)
     meta = {
         **safety_meta(topic, attack),
-        "chosen_kind": safe_kind,
-        "rejected_kind": unsafe_kind,
-        "score_gap": gap,
+        "chosen_kind": chosen_kind,
+        "rejected_kind": rejected_kind,
         "context_keys": context_keys,
     }
+    chosen, rejected = two_answers(lambda kind: safety_prompts.answer(topic, kind, rng), *combo, rng)
     pair = PreferencePair(
         context + [msg("user", text)],
-        safety_prompts.safe_answer(topic, safe_kind, rng),
-        safety_prompts.unsafe_answer(topic, unsafe_kind, rng),
+        chosen,
+        rejected,
         Category.SAFETY,
-        GAP_RATING[gap],
+        rating,
         source=f"gym/safety/{topic['risk_category']}",
-        chosen_safe=True,
-        rejected_safe=False,
+        chosen_safe=chosen_kind in safety_prompts.SAFE_KINDS,
+        rejected_safe=rejected_kind in safety_prompts.SAFE_KINDS,
         meta=meta,
     )
     return pair.to_dict()
 
 
-def borderline_pair(rng: random.Random, item: dict, text: str) -> dict:
+# The benign-but-risky-sounding prompts of the safety pairs: helpful is right, refusing is wrong,
+# and the more an answer looks like a good refusal, the harder the pair (see `borderline`).
+BORDERLINE_PAIRS = {
+    Rating.SIGNIFICANTLY_BETTER: ("helpful", "bare_refusal"),
+    Rating.BETTER: ("helpful", "explained_refusal"),
+    Rating.SLIGHTLY_BETTER: ("helpful", "cautious"),
+    Rating.NEGLIGIBLY_BETTER: ("helpful", "helpful"),
+}
+
+
+def borderline_pair(rng: random.Random, item: dict, text: str, rating: Rating) -> dict:
+    chosen_kind, rejected_kind = BORDERLINE_PAIRS[rating]
     meta = {
         "task": "borderline",
         "item": item["item"],
         "keywords": item["keywords"],
         "risk_category": "borderline",
-        "rejected_kind": "false_refusal",
+        "chosen_kind": chosen_kind,
+        "rejected_kind": rejected_kind,
     }
+    chosen, rejected = two_answers(
+        lambda kind: borderline.answer(item, kind, rng), chosen_kind, rejected_kind, rng
+    )
     pair = PreferencePair(
         [msg("user", text)],
-        item["reference"],
-        rng.choice(borderline.FALSE_REFUSALS),
+        chosen,
+        rejected,
         Category.SAFETY,
-        Rating.SIGNIFICANTLY_BETTER,
+        rating,
         source="gym/borderline",
         chosen_safe=True,
         rejected_safe=True,

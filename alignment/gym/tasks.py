@@ -7,23 +7,29 @@ sorting, reversing a string) the gold graders in `graders.py` tell the two apart
 Each task is drawn from a seeded `random.Random`; `Task.key` names the task's content (two
 phrasings of one task share it) so the generator can keep train and test tasks disjoint.
 
-Answers are rendered at four quality levels, and the quality gap of a preference pair sets its
-rating bucket (see `generator.py` and the card):
+`respond(task, kind, rng)` writes one answer of a named kind. The kinds, from worst to best, and
+the rating bucket a pair of (clear answer, this kind) lands in (see `rows.py` and the card):
 
-    3  correct and clearly stated (the answer is the last thing said)
-    2  correct but badly presented: hedged, buried in filler, or followed by an irrelevant tangent
-    1  wrong by a small margin (off by one or two, a few percent, two adjacent items swapped)
-    0  wrong by a large margin (at least half the answer off, reversed order, unchanged string)
-       or no answer at all (an unneeded refusal, a deflection)
+    obvious failures (significantly better): an unneeded refusal, a deflection, an off-topic
+        answer (to another task, or to none) and a garbled answer (cut off before the answer);
+    content-level failures (better): far off (a plausible big mistake: the input copied back,
+        the wrong operation, the opposite order, a count of the wrong thing) and buried (right,
+        but lost in filler or followed by a tangent);
+    subtle failures (slightly better): near miss (off by 1, 2 or 10, a few percent, two adjacent
+        items swapped), hedged (right, but stated with needless doubt) and preachy (right, but
+        wrapped in a needless safety caveat);
+    clear: right and clearly stated (the answer is the last thing said).
 
-Wrong answers (levels 1 and 0) use the same clear templates as level 3, so the only difference
-between a correct and a wrong answer is the answer itself, not the style.
+Wrong answers (far off, near miss) use the same clear templates and openers as right ones, so
+the only difference between a right and a wrong answer is the answer itself, not the style.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+from alignment.gym.graders import grade_helpfulness
 
 _WORDS = """
 apple banana cherry garden window pencil rocket planet river mountain forest island bridge castle
@@ -161,18 +167,54 @@ CLEAR = {
         "The reversed string is {v}.",
     ],
 }
-HEDGED = "Hmm, I'm not completely sure, but I think it's {v}? You might want to double-check that."
-RAMBLING = (
+# Openers of clear and confidently wrong answers; both sides of a pair draw from the same list.
+OPENERS = ["", "", "", "Sure! ", "Of course. ", "Happy to help. ", "Okay. "]
+HEDGED = [
+    "Hmm, I'm not completely sure, but I think it's {v}? You might want to double-check that.",
+    "I think it's {v}, but don't quote me on that.",
+    "If I'm not mistaken, it's {v}. I could be wrong, though.",
+    "Probably {v}? I'm fairly sure, but not certain.",
+]
+# A needless safety caveat on a harmless task: what helpfulness raters mark down and safety data
+# rewards on harmful prompts, so the two reward models disagree on it.
+PREACHY = [
+    "{v}. Please be careful, though: always double-check important results with a qualified professional "
+    "before relying on them.",
+    "Before I answer, a reminder to stay safe and use this information responsibly. The answer is {v}.",
+    "I want to make sure this is used safely and responsibly. With that in mind: {v}.",
+    "{v}. As always, please use this information with caution and consult an expert if you're unsure.",
+]
+BURIED = [
     "Great question! This is the kind of thing people often get wrong, so it's worth going slowly, "
-    "because rushing is where mistakes creep in. Anyway, after all that, it's {v}."
-)
-TANGENT = "{v}. By the way, did you know that a group of flamingos is called a flamboyance?"
-NON_ANSWERS = [
+    "because rushing is where mistakes creep in. Anyway, after all that, it's {v}.",
+    "{v}. By the way, did you know that a group of flamingos is called a flamboyance?",
+    "Let me think out loud for a while. Questions like this come up a lot, and everyone has their own "
+    "way of approaching them, which is part of the fun. So, to get to the point eventually: {v}.",
+    "{v}. Unrelated, but I've always thought the moon looks bigger near the horizon, which is an "
+    "illusion scientists still argue about.",
+    "Well, there are many ways to look at this, and I could talk about it all day, but let's not get "
+    "carried away with the details and just say it's {v}.",
+]
+REFUSALS = [
     "I'm sorry, but I can't help with that.",
+    "I can't assist with that request.",
+    "Sorry, I won't help with that.",
+    "I'm not able to help with this.",
+]
+DEFLECTIONS = [
     "I don't know, sorry.",
     "That's a great question! Have you tried working it out on paper?",
     "You should be able to figure that out yourself.",
+    "Good question. There are lots of resources online that explain this kind of thing.",
+    "Let's talk about something more interesting instead!",
 ]
+OFF_TOPIC = [
+    "Here's a fun fact: octopuses have three hearts and blue blood.",
+    "The capital of Australia is Canberra, not Sydney, as many people think.",
+    "Honey never spoils; archaeologists have found edible honey in ancient tombs.",
+    "A good night's sleep is one of the best things you can do for your memory.",
+]
+NON_ANSWERS = REFUSALS + DEFLECTIONS
 
 
 @dataclass
@@ -290,7 +332,13 @@ def _word_count(rng: random.Random) -> Task:
     sentence = " ".join(p for p in parts if p) + "."
     question = rng.choice(QUESTIONS["word_count"]).format(s=sentence)
     return Task(
-        "word_count", question, len(sentence.split()), "number", f"words:{sentence}", {}, {"tolerance": 0}
+        "word_count",
+        question,
+        len(sentence.split()),
+        "number",
+        f"words:{sentence}",
+        {"sentence": sentence},
+        {"tolerance": 0},
     )
 
 
@@ -307,7 +355,7 @@ def _sort_numbers(rng: random.Random) -> Task:
         answer,
         "int_list",
         f"sortn:{descending}:{items}",
-        {},
+        {"items": items},
         {"descending": descending},
     )
 
@@ -315,7 +363,15 @@ def _sort_numbers(rng: random.Random) -> Task:
 def _sort_words(rng: random.Random) -> Task:
     items = rng.sample(WORDS, rng.randint(3, 6))
     question = rng.choice(QUESTIONS["sort_words"]).format(items=", ".join(items))
-    return Task("sort_words", question, sorted(items), "word_list", f"sortw:{items}", {}, {"items": items})
+    return Task(
+        "sort_words",
+        question,
+        sorted(items),
+        "word_list",
+        f"sortw:{items}",
+        {"items": items},
+        {"items": items},
+    )
 
 
 def _reverse_string(rng: random.Random) -> Task:
@@ -363,7 +419,8 @@ def render_clear(task: Task, value, template: str) -> str:
 
 
 def wrong_value(task: Task, rng: random.Random, far: bool):
-    """A wrong answer: far (level 0) or near (level 1) from the gold answer, never equal to it."""
+    """A wrong answer, never equal to the gold one: near (a near miss) or far (a generic big error,
+    the fallback of `far_value`)."""
     g = task.answer
     if task.answer_type == "number":
         count = task.kind.endswith("count")
@@ -402,19 +459,77 @@ def _wrong_number(g, rng: random.Random, far: bool, integer: bool, nonneg: bool,
     return int(round(value)) if integer else round(value, 2) + 0.0
 
 
-def render(task: Task, quality: int, rng: random.Random, style: str | None = None) -> tuple[str, str]:
-    """An answer of the given quality level and the name of its style (for the record's meta)."""
+def far_value(task: Task, rng: random.Random):
+    """A plausible big mistake that reading the question exposes: the input copied back (unsorted,
+    not reversed, not converted), the wrong operation, the opposite order, a count of the wrong
+    thing. Always at least half the answer off (numbers) or half the positions wrong (lists)."""
+    g, f = task.answer, task.fields
+    options: list = []
+    if task.kind == "arithmetic":
+        a, b = f["a"], f["b"]
+        options = [v for v in (a + b, a - b, a * b, a // b, a, b) if abs(v - g) >= max(10, abs(g) / 2)]
+    elif task.kind == "unit_conversion":
+        x = float(f["x"])
+        candidates = [x] + ([x / f["factor"]] if not isinstance(f["factor"], str) else [])
+        options = [round(v, 2) + 0.0 for v in candidates if abs(v - g) >= max(1, abs(g) * 0.3)]
+    elif task.kind == "letter_count":
+        letters = f["w"].replace(" ", "")
+        options = [v for v in (len(letters), len(set(letters))) if abs(v - g) >= 3]
+    elif task.kind == "word_count":
+        options = [v for v in (len(f["sentence"].replace(" ", "")) - 1, 2 * g + 3) if abs(v - g) >= 3]
+    elif task.answer_type == "string":
+        options = [task.extra["source"]]  # not reversed at all
+    else:
+        n = len(g)
+        options = [
+            c
+            for c in (list(f["items"]), list(reversed(g)))  # unsorted, or the opposite order
+            if sum(x != y for x, y in zip(c, g, strict=True)) >= (n + 1) // 2
+        ]
+    return rng.choice(options) if options else wrong_value(task, rng, far=True)
+
+
+def respond(task: Task, kind: str, rng: random.Random) -> tuple[str, str]:
+    """One answer of a named kind (see the module docstring) and the kind actually written: an
+    off-topic or garbled answer that happens to grade right falls back to an unrelated remark."""
+    g = task.answer
+    if kind in ("clear", "near_miss", "far_off"):
+        value = {"clear": lambda: g, "near_miss": lambda: wrong_value(task, rng, far=False)}.get(
+            kind, lambda: far_value(task, rng)
+        )()
+        return rng.choice(OPENERS) + render_clear(task, value, rng.choice(clear_templates(task))), kind
+    if kind in ("hedged", "preachy", "buried"):  # a filler word that is a listed word changes the answer
+        templates = {"hedged": HEDGED, "preachy": PREACHY, "buried": BURIED}[kind]
+        texts = [t.format(v=show(task, g)) for t in rng.sample(templates, len(templates))]
+        return next(t for t in texts if grade_helpfulness(task, t)), kind
+    if kind in ("refusal", "deflection"):
+        return rng.choice(REFUSALS if kind == "refusal" else DEFLECTIONS), kind
+    if kind == "garbled":  # a clear answer cut off just before the answer
+        templates = clear_templates(task)
+        for template in rng.sample(templates, len(templates)):
+            text = template[: template.index("{v}")].format(**task.fields).rstrip(" ,:")
+            if not grade_helpfulness(task, text):
+                return text, kind
+    elif kind == "off_topic":  # the clear answer to another kind of task, or a stray remark
+        if rng.random() < 0.5:
+            other = KINDS[rng.choice([k for k in KINDS if k != task.kind])](rng)
+            text = render_clear(other, other.answer, rng.choice(clear_templates(other)))
+            if not grade_helpfulness(task, text):
+                return text, kind
+    else:
+        raise ValueError(f"unknown answer kind {kind!r}")
+    return rng.choice(OFF_TOPIC), "off_topic"
+
+
+def render(task: Task, quality: int, rng: random.Random) -> tuple[str, str]:
+    """A clear right answer (quality 3, as in SFT dialogues) or a wrong one (0: far off, 1: near
+    miss), in a clear template without an opener, and its kind."""
     if quality == 3:
         return render_clear(task, task.answer, rng.choice(clear_templates(task))), "clear"
-    if quality == 2:
-        style = style or rng.choice(["hedged", "rambling", "tangent"])
-        template = {"hedged": HEDGED, "rambling": RAMBLING, "tangent": TANGENT}[style]
-        return template.format(v=show(task, task.answer)), style
-    if quality == 0 and (style == "non_answer" or (style is None and rng.random() < 0.3)):
-        return rng.choice(NON_ANSWERS), "non_answer"
-    far = quality == 0
-    value = wrong_value(task, rng, far)
-    return render_clear(task, value, rng.choice(clear_templates(task))), "far_off" if far else "near_miss"
+    value = far_value(task, rng) if quality == 0 else wrong_value(task, rng, far=False)
+    return render_clear(
+        task, value, rng.choice(clear_templates(task))
+    ), "far_off" if quality == 0 else "near_miss"
 
 
 FOLLOW_UPS = [
