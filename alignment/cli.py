@@ -1,9 +1,14 @@
-"""The `paddock` command line. Expected failures print one line (`paddock: error: ...`), exit 2."""
+"""The `paddock` command line. Expected failures print one line (`paddock: error: ...`), exit 2.
+
+Usage mistakes caught by argparse are one line too (pointing to `--help` instead of printing the
+usage), so a script or a person reading a log sees every failure the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from alignment.errors import PaddockError
 
@@ -55,17 +60,50 @@ def cmd_chat(args) -> None:
             return
 
 
+def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
+    """Every data source of the stages this run will start exists and has a readable type, checked
+    before run_recipe creates the run directory; a finished stage's data is not needed again."""
+    from alignment.data.sources import DataError, check_source
+    from alignment.runs import COMPLETE
+    from alignment.stages.common import data_path
+
+    for i, stage in enumerate(recipe.stages):
+        done = Path(recipe.output_dir) / recipe.run_name / stage.name / COMPLETE
+        if (only and stage.name not in only) or stage.data is None or done.is_file():
+            continue
+        for group in ("sources", "test_sources"):
+            for j, source in enumerate(getattr(stage.data, group)):
+                try:
+                    check_source(data_path(source.path))
+                except DataError as err:
+                    where = f"{recipe_path}: stages[{i}].data.{group}[{j}].path"
+                    raise PaddockError(f"{where}: {source.path}: {err.reason}") from None
+
+
 def cmd_run(args) -> None:
     from alignment.pipeline import run_recipe
+    from alignment.recipes import load_recipe
 
+    check_sources(args.recipe, load_recipe(args.recipe, args.overrides), args.stage)
     run_dir = run_recipe(args.recipe, args.overrides, only=args.stage)
     print(f"results: {run_dir}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line; subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def one_line(text: str) -> str:
+    """Messages that quote another library (YAML, pyarrow, datasets) may span lines; the CLI prints
+    one line, so the line breaks become spaces."""
+    return " ".join(str(text).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="paddock", description="Llama 2-Chat style RLHF and safety alignment"
-    )
+    parser = Parser(prog="paddock", description="Llama 2-Chat style RLHF and safety alignment")
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="embedded default models").add_subparsers(
@@ -118,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.func(args)
     except PaddockError as err:
-        print(f"paddock: error: {err}", file=sys.stderr)
+        print(f"paddock: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("paddock: interrupted", file=sys.stderr)

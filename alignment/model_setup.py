@@ -32,6 +32,19 @@ def resolve_init(path_or_name: str) -> tuple[Path, Path | None]:
     return Path(base_file.read_text().strip()), Path(path)
 
 
+def apply_adapter(model, adapter: Path):
+    """`model` with the LoRA adapter saved in `adapter` merged in. Only adapter_model.safetensors is
+    read: without it peft would unpickle adapter_model.bin, or look the directory up on the hub."""
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise PaddockError(
+            f"{adapter}: no adapter_model.safetensors; Paddock reads LoRA adapters from safetensors only"
+        )
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+
 def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
     """Load `init` (a name, checkpoint or saved adapter) with the head, ready to train."""
     base_path, adapter = resolve_init(init)
@@ -56,9 +69,7 @@ def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
         )
     if adapter is not None:
         # A full fine-tune on top of an adapter: fold the adapter into the base first.
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = apply_adapter(model, adapter)
     if model_cfg.lora is None:
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -113,8 +124,6 @@ def load_frozen(model_cfg, init: str, head: str = "causal_lm", dtype: torch.dtyp
         trust_remote_code=model_cfg.trust_remote_code,
     )
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = apply_adapter(model, adapter)
     model.requires_grad_(False)
     return model.eval()

@@ -175,6 +175,7 @@ def load_checkpoint(
         dtype=resolve_dtype(dtype),
         output_loading_info=True,
         trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never the pickled .bin fallback (checked above only without quantization)
         **extra,
     )
     if head != "causal_lm" and any(k in HEAD_KEYS[head] for k in info["missing_keys"]):

@@ -91,20 +91,41 @@ def iter_rows(
     """
     p = Path(path)
     name = str(path)
+    if not p.exists():
+        if not allow_hub:
+            raise DataError(
+                "no such file (pass allow_hub=True to load a hub dataset by this name)",
+                kind="file",
+                file=name,
+            )
+        yield from _hub(name, split, hub_kwargs or {})
+        return
+    check_source(p)
     if p.is_dir():
         yield from _datasets_dir(p, name, split)
+    else:
+        kind = SUFFIXES[_data_suffix(p)]
+        yield from {"jsonl": _jsonl, "json": _json, "parquet": _parquet}[kind](p, name)
+
+
+def check_source(path: str | Path) -> None:
+    """The whole-source checks of `iter_rows` without reading a row, so a run can refuse a missing
+    or unsupported source before it writes anything. A path that does not exist is an error here
+    (hub names are for `iter_rows(allow_hub=True)`)."""
+    p, name = Path(path), str(path)
+    if p.is_dir():
+        if not (p / "dataset_dict.json").exists() and not (p / "state.json").exists():
+            raise DataError(
+                "a directory, but not a saved datasets directory (no dataset_dict.json or state.json)",
+                kind="file",
+                file=name,
+            )
     elif p.exists():
-        kind = SUFFIXES.get(_data_suffix(p))
-        if kind is None:
+        if _data_suffix(p) not in SUFFIXES:
             known = ", ".join(sorted(SUFFIXES)) + " (optionally .gz), or a saved datasets directory"
             raise DataError(f"unsupported file type; use {known}", kind="file", file=name)
-        yield from {"jsonl": _jsonl, "json": _json, "parquet": _parquet}[kind](p, name)
-    elif allow_hub:
-        yield from _hub(name, split, hub_kwargs or {})
     else:
-        raise DataError(
-            "no such file (pass allow_hub=True to load a hub dataset by this name)", kind="file", file=name
-        )
+        raise DataError("no such file", kind="file", file=name)
 
 
 def _data_suffix(p: Path) -> str:
@@ -179,13 +200,7 @@ def _parquet(p: Path, name: str) -> Iterator[Row]:
 
 def _datasets_dir(p: Path, name: str, split: str | None) -> Iterator[Row]:
     """A `Dataset.save_to_disk` directory, or a `DatasetDict` one (then `split` picks the split)."""
-    is_dict = (p / "dataset_dict.json").exists()
-    if not is_dict and not (p / "state.json").exists():
-        raise DataError(
-            "a directory, but not a saved datasets directory (no dataset_dict.json or state.json)",
-            kind="file",
-            file=name,
-        )
+    is_dict = (p / "dataset_dict.json").exists()  # iter_rows checked it is one or the other
     import datasets
 
     try:

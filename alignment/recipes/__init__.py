@@ -65,8 +65,13 @@ def read_yaml(path: str | Path) -> tuple[dict, str]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         column = f" (column {mark.column + 1})" if mark else ""
         raise RecipeError(f"{where}: invalid YAML: {err.problem or err.context}{column}") from None
+    except yaml.reader.ReaderError as err:  # a control character YAML does not allow, e.g. NUL
+        raise RecipeError(
+            f"{path}: invalid YAML: character {chr(err.character)!r} is not allowed "
+            f"(position {err.position + 1})"
+        ) from None
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: invalid YAML: {err}") from None
+        raise RecipeError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
     if not isinstance(raw, dict):

@@ -21,6 +21,7 @@ from typing import Literal
 from alignment.base_model.default_models import DEFAULT_MODELS
 from alignment.data.mixtures import KEYS as MIXTURE_KEYS
 from alignment.data.mixtures import PAPER_MIXTURES
+from alignment.errors import PaddockError
 from alignment.recipes.config import RecipeError, at, closest, describe, join, nested_dataclasses, setting
 
 # Modules that define stage configs; imported (so their `register_stage` runs) before a recipe is
@@ -190,6 +191,18 @@ class SourceConfig:
     def check_config(self, path: str) -> None:
         if not self.path:
             raise RecipeError(f"{join(path, 'path')}: must not be empty", path)
+        # Build the adapter as the stage will (category included), so an unknown adapter or option
+        # fails here rather than when the stage starts, after earlier stages have run.
+        from alignment.data.adapters import get_adapter
+
+        options = dict(self.options)
+        if self.category:
+            options.setdefault("category", self.category)
+        where = join(path, "options" if self.options else "adapter")
+        try:
+            get_adapter(self.adapter, **options)
+        except (PaddockError, TypeError) as err:  # TypeError: an option of a type the adapter missed
+            raise RecipeError(f"{where}: {err}", where) from None
 
 
 def check_mixture(spec: dict[str, dict], sources: list[SourceConfig], path: str) -> None:
