@@ -3,6 +3,10 @@
 A stage with its completion marker is skipped; an unfinished one resumes from its last
 checkpoint. Each stage starts from `init_from` (an earlier stage's name or a path), by default
 the previous stage's model, and the first from the recipe's model.
+
+Under a launcher (accelerate launch, torchrun) every process runs this same loop; only the main
+process writes the run directory, and all of them meet at each stage's start and end, so no
+process starts a stage before the main one has marked the previous one complete.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
-from alignment.runs import StageDir, write_atomic
+from alignment.runs import COMPLETE, StageDir, write_atomic
 from alignment.stages import runners
 from alignment.stages.common import StageContext
 
@@ -54,33 +59,47 @@ def record_timing(run_dir: Path, stage: str, seconds: float) -> None:
 def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) -> Path:
     recipe = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir) / recipe.run_name
-    check_writable(run_dir)
-    check_free_space(recipe, run_dir)
-    raw = yaml.safe_load(Path(path).read_text())
-    write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
+    main = distributed.is_main()
+    if main:
+        check_writable(run_dir)
+        check_free_space(recipe, run_dir)
+        raw = yaml.safe_load(Path(path).read_text())
+        write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
     registry = runners()
-    for index, stage in enumerate(recipe.stages):
-        if only and stage.name not in only:
-            continue
-        report_to = recipe.logging.report_to
-        stage_dir = StageDir(
-            run_dir / stage.name,
-            tensorboard="tensorboard" in report_to,
-            wandb_name=f"{recipe.run_name}/{stage.name}" if "wandb" in report_to else None,
-        )
-        if stage_dir.complete:
-            print(f"[{stage.name}] complete, skipping ({stage_dir.root})")
-            continue
-        if stage.type not in registry:
-            raise PaddockError(f"stage {stage.name}: no runner for stage type {stage.type!r} yet")
-        # Every stage starts from the recipe seed, so a resumed stage sees the same randomness.
-        random.seed(recipe.seed)
-        torch.manual_seed(recipe.seed)
-        ctx = StageContext(recipe, stage, run_dir, stage_dir, stage_init(recipe, index, run_dir))
-        began = time.perf_counter()
+    try:
+        for index in range(len(recipe.stages)):
+            if not only or recipe.stages[index].name in only:
+                run_stage(recipe, index, run_dir, registry, main)
+    finally:
+        distributed.cleanup()
+    return run_dir
+
+
+def run_stage(recipe, index: int, run_dir: Path, registry: dict, main: bool) -> None:
+    stage = recipe.stages[index]
+    distributed.barrier()  # the previous stage is complete on disk for every process
+    report_to = recipe.logging.report_to
+    if (run_dir / stage.name / COMPLETE).is_file():
+        if main:
+            print(f"[{stage.name}] complete, skipping ({run_dir / stage.name})")
+        return
+    stage_dir = StageDir(
+        distributed.stage_root(run_dir / stage.name),
+        tensorboard="tensorboard" in report_to,
+        wandb_name=f"{recipe.run_name}/{stage.name}" if "wandb" in report_to and main else None,
+    )
+    if stage.type not in registry:
+        raise PaddockError(f"stage {stage.name}: no runner for stage type {stage.type!r} yet")
+    # Every stage starts from the recipe seed, so a resumed stage sees the same randomness.
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    ctx = StageContext(recipe, stage, run_dir, stage_dir, stage_init(recipe, index, run_dir))
+    began = time.perf_counter()
+    if main:
         print(f"[{stage.name}] starting from {ctx.init}")
-        registry[stage.type](ctx)
-        seconds = time.perf_counter() - began
+    registry[stage.type](ctx)
+    distributed.barrier()
+    seconds = time.perf_counter() - began
+    if main:
         record_timing(run_dir, stage.name, seconds)
         print(f"[{stage.name}] done in {seconds:.0f}s -> {stage_dir.root}")
-    return run_dir

@@ -6,7 +6,9 @@ every RM on every test set, then writes one report (report.md and a self-contain
 with the PNGs next to it): the Table 7 layout across RMs, per RM the Table 8 layout (test set ×
 rating), accuracy by category, calibration, score histograms and gold agreement, and the agreement
 matrix, i.e. how often two RMs prefer the same answer of a pair (high agreement with different
-accuracies means they fail on the same pairs).
+accuracies means they fail on the same pairs), and per test set a paired test of each two RMs'
+accuracies (exact McNemar: only the pairs one RM gets right and the other wrong carry evidence,
+so a 2-point gap can be decisive on shared pairs and noise on independent ones).
 
 An RM is a checkpoint directory with a reward head (a Paddock RM, or any transformers
 `LlamaForSequenceClassification`), or a saved LoRA adapter whose `paddock_base.txt` names its base.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import gc
 import html
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -82,9 +85,9 @@ def load_reward_model(path: str | Path, dtype="float32"):
     check_reward_head(base, adapter)
     model = load_model(base, head="reward", dtype=dtype)
     if adapter is not None:
-        from peft import PeftModel
+        from alignment.model_setup import apply_adapter
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = apply_adapter(model, adapter)
     return model.eval()
 
 
@@ -152,6 +155,41 @@ def agreement_matrix(prefs: dict[str, np.ndarray]) -> dict[str, dict[str, float]
     }
 
 
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "equally accurate", each of the n = only_a + only_b
+    discordant pairs is A's win with probability 1/2, so p = 2 P(Bin(n, 1/2) <= min), capped at 1."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_tests(correct: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    """correct[rm][test set]: bool per pair (r_chosen > r_rejected). For every two RMs and test set:
+    their accuracies, the discordant counts and the McNemar p-value."""
+    names, rows = list(correct), []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for test_set, ca in correct[a].items():
+                cb = correct[b][test_set]
+                only_a, only_b = int(np.sum(ca & ~cb)), int(np.sum(cb & ~ca))
+                rows.append(
+                    {
+                        "a": a,
+                        "b": b,
+                        "test_set": test_set,
+                        "n": len(ca),
+                        "accuracy_a": float(np.mean(ca)) if len(ca) else None,
+                        "accuracy_b": float(np.mean(cb)) if len(cb) else None,
+                        "only_a": only_a,
+                        "only_b": only_b,
+                        "p_value": mcnemar_exact(only_a, only_b),
+                    }
+                )
+    return rows
+
+
 def compare_rms(
     rm_paths: list[str],
     test_sets: dict[str, list],
@@ -171,7 +209,7 @@ def compare_rms(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"test_sets": {k: len(v) for k, v in test_sets.items()}, "style": style, "rms": {}}
-    prefs = {}
+    prefs, correct = {}, {}
     for name, path in zip(rm_names(rm_paths), rm_paths, strict=True):
         model, tok = load_reward_model(path), load_rm_tokenizer(path, tokenizer)
         scored = score_test_sets(model, tok, test_sets, style, autocast, batch_size, max_length)
@@ -181,7 +219,9 @@ def compare_rms(
         summary["plots"] = write_plots(scored, summary, out_dir, prefix=file_prefix(name), title=name)
         result["rms"][name] = {"path": str(path), "summary": summary}
         prefs[name] = np.concatenate([preferences(c, r) for _, c, r in scored.values()])
+        correct[name] = {t: preferences(c, r) > 0 for t, (_, c, r) in scored.items()}
     result["agreement"] = agreement_matrix(prefs)
+    result["paired"] = paired_tests(correct)
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     blocks = report_blocks(result)
     (out_dir / "report.md").write_text(to_markdown(blocks))
@@ -236,6 +276,34 @@ def report_blocks(result: dict) -> list[tuple]:
             ],
         ),
     ]
+    if result.get("paired"):
+        blocks += [
+            ("h2", "Paired differences"),
+            (
+                "p",
+                "On each test set, the pairs only one of two RMs gets right, and the exact McNemar p-value "
+                'of "both are equally accurate" (small: the accuracy gap is not chance).',
+            ),
+            (
+                "table",
+                ["RM A", "RM B", "test set", "A", "B", "only A right", "only B right", "p"],
+                [
+                    [
+                        row["a"],
+                        row["b"],
+                        row["test_set"],
+                        *(
+                            f"{100 * row[k]:.1f}" if row[k] is not None else "–"
+                            for k in ("accuracy_a", "accuracy_b")
+                        ),
+                        row["only_a"],
+                        row["only_b"],
+                        f"{row['p_value']:.3g}",
+                    ]
+                    for row in result["paired"]
+                ],
+            ),
+        ]
     for name, r in rms.items():
         blocks += rm_blocks(name, r["path"], r["summary"], sets)
     return blocks

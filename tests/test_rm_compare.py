@@ -11,12 +11,21 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from alignment.errors import PaddockError
 from reward_models.commands import add_commands
-from reward_models.compare import DataSpec, agreement_matrix, load_reward_model, preferences, rm_names
+from reward_models.compare import (
+    DataSpec,
+    agreement_matrix,
+    load_reward_model,
+    mcnemar_exact,
+    paired_tests,
+    preferences,
+    rm_names,
+)
 from tests.conftest import tiny_config
 
 GYM = Path(__file__).resolve().parents[1] / "data/gym"
@@ -199,3 +208,29 @@ def test_small_helpers():
     assert rm_names(["/r/a/model", "/r/hf", "/r/a/model"]) == ["model", "hf", "model#2"]
     prefs = {"x": preferences([1, 2, 3], [0, 3, 3]), "y": preferences([1, 1, 1], [0, 0, 0])}
     assert agreement_matrix(prefs) == {"x": {"x": 1.0, "y": 1 / 3}, "y": {"x": 1 / 3, "y": 1.0}}
+
+
+def test_mcnemar_exact_hand_worked():
+    """Under equal accuracy each discordant pair is a fair coin.
+    5 vs 0: n=5, P(X<=0) = 1/32, two-sided 2/32 = 0.0625.
+    3 vs 1: n=4, P(X<=1) = (1+4)/16, two-sided 10/16 = 0.625.
+    1 vs 1: P(X<=1) = 3/4, doubled 1.5, capped at 1. No discordant pairs: no evidence, p = 1."""
+    assert mcnemar_exact(5, 0) == pytest.approx(0.0625)
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
+    assert mcnemar_exact(3, 1) == pytest.approx(0.625)
+    assert mcnemar_exact(1, 1) == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_paired_tests_count_only_discordant_pairs():
+    """A right on pairs 0,1,3 and B on 0 only: A alone on 2 pairs, B alone on none, so p = 2/4 = 0.5;
+    the shared right (0) and shared wrong (2) pairs say nothing about which RM is better."""
+    correct = {
+        "a": {"t": np.array([True, True, False, True])},
+        "b": {"t": np.array([True, False, False, False])},
+    }
+    (row,) = paired_tests(correct)
+    assert (row["a"], row["b"], row["test_set"], row["n"]) == ("a", "b", "t", 4)
+    assert (row["only_a"], row["only_b"]) == (2, 0)
+    assert row["accuracy_a"] == 0.75 and row["accuracy_b"] == 0.25
+    assert row["p_value"] == pytest.approx(0.5)

@@ -10,6 +10,13 @@ fine-tune (separate reference and critic models) or LoRA with one shared frozen 
 - reference: the policy with its adapters switched off, or a separate frozen model;
 - critic: a value head on a backbone, either its own model or a second adapter on the policy's base.
 
+Under several processes (alignment/distributed.py) each process rolls out its share of the
+prompts; reward and advantage whitening use statistics over every process's rollouts, each
+minibatch is the one-process minibatch (same global indices) with the loss divided by its global
+token count, and gradients are summed across processes, so an iteration takes the one-process
+optimizer steps. Samples differ from a one-process run (each process draws its own), greedy
+rollouts do not.
+
 Choices the paper leaves open (documented in docs/ppo.md): per-token k1 KL penalty, the scalar
 reward on the last answer token, GAE with γ = 1 and λ = 0.95, whitened advantages, a clipped value
 loss, dropout off (eval mode) everywhere so the first minibatch's ratio is exactly 1.
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alignment import distributed
 from alignment.base_model import kernels
 from alignment.base_model.generation import SamplingConfig, generate_from_tokens
 from alignment.errors import PaddockError
@@ -152,6 +160,8 @@ class Rollout:
     advantages: torch.Tensor
     returns: torch.Tensor
     stats: dict
+    global_rows: list[int]  # each row's index in the whole (all processes') rollout batch
+    global_count: int
 
 
 class PPOTrainer:
@@ -182,6 +192,7 @@ class PPOTrainer:
         self.running = RunningMoments()
         self.policy_params = policy_parameters(policy, critic)
         self.critic_params = critic_parameters(critic)
+        distributed.broadcast_parameters(self.policy_params + self.critic_params)
 
     def eval_mode(self) -> None:
         """Dropout off in every model (PEFT creates LoRA dropout in training mode even inside an
@@ -197,7 +208,12 @@ class PPOTrainer:
 
     @torch.no_grad()
     def rollout(self, records, prompt_ids: list[list[int]], seed: int) -> Rollout:
-        s = self.settings
+        s, n = self.settings, self.sampling.n
+        global_count = len(records) * n
+        mine = distributed.shard(list(range(len(records))))
+        records, prompt_ids = [records[i] for i in mine], [prompt_ids[i] for i in mine]
+        global_rows = [p * n + k for p in mine for k in range(n)]  # generation keeps prompt order
+        seed += 7919 * distributed.rank()  # each process draws its own samples
         self.eval_mode()
         with self._autocast():
             out = generate_from_tokens(
@@ -215,44 +231,56 @@ class PPOTrainer:
             self.tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
             for ids, m in zip(out.responses, out.response_mask, strict=True)
         ]
-        n = self.sampling.n
         scores = self.reward_fn(
             [r for r in records for _ in range(n)], texts, out.sequences, out.response_mask
         )
         raw = scores["reward"].float()
         check_finite(raw, "reward")
+        everyone, own = gathered(raw)  # whitening statistics over the whole batch
         if s.whiten_rewards == "running":
-            self.running.update(raw)
+            self.running.update(everyone)
             reward = self.running.whiten(raw)
-        elif s.whiten_rewards == "batch" and len(raw) > 1:
-            reward = whiten(raw)
+        elif s.whiten_rewards == "batch" and len(everyone) > 1:
+            reward = whiten(everyone)[own]
         else:
             reward = raw
         kl = kl_per_token(logprobs, ref, s.kl_estimator) * mask
         rewards = kl_penalised_rewards(reward, kl, mask, s.beta)
         advantages, returns = gae(rewards, values, mask, s.gamma, s.lam)
         if s.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = whiten_across_processes(advantages, mask)
         check_finite(advantages, "advantage")
-        lengths = mask.sum(1)
-        stats = {
-            **{f"reward_{k}": float(v.float().mean()) for k, v in scores.items() if k != "reward"},
-            "reward": float(raw.mean()),
-            "kl": float((kl.sum(1)).mean()),
-            "response_length": float(lengths.mean()),
-            "samples": texts[:4],
-        }
-        return Rollout(out.sequences, attention, mask, P, logprobs, values, advantages, returns, stats)
+        means = {f"reward_{k}": v.float() for k, v in scores.items() if k != "reward"}
+        means.update({"reward": raw, "kl": kl.sum(1), "response_length": mask.sum(1)})
+        keys = list(means)
+        sums = distributed.all_reduce_sum([float(means[k].sum()) for k in keys])
+        stats = {k: total / global_count for k, total in zip(keys, sums, strict=True)}
+        stats["samples"] = texts[:4]
+        return Rollout(
+            out.sequences,
+            attention,
+            mask,
+            P,
+            logprobs,
+            values,
+            advantages,
+            returns,
+            stats,
+            global_rows,
+            global_count,
+        )
 
     def train_on(self, rollout: Rollout, seed: int) -> dict:
         s = self.settings
         generator = torch.Generator().manual_seed(seed)
-        R = rollout.sequences.shape[0]
+        R = rollout.global_count
+        local = {g: i for i, g in enumerate(rollout.global_rows)}
         totals: dict[str, list[float]] = {}
         for _ in range(s.ppo_epochs):
             order = torch.randperm(R, generator=generator)
             for start in range(0, R, s.minibatch_size):
-                idx = order[start : start + s.minibatch_size]
+                minibatch = order[start : start + s.minibatch_size].tolist()
+                idx = torch.tensor([local[g] for g in minibatch if g in local], dtype=torch.long)
                 stats = self._minibatch_step(rollout, idx)
                 for key, value in stats.items():
                     totals.setdefault(key, []).append(value)
@@ -261,41 +289,86 @@ class PPOTrainer:
     def _minibatch_step(self, r: Rollout, idx: torch.Tensor) -> dict:
         s = self.settings
         seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.response_mask[idx]
-        with self._autocast():
-            logprobs, entropy = response_logprobs(self.policy, seq, att, r.prompt_length, with_entropy=True)
-        logprobs = logprobs.float()
-        pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip)
-        entropy = masked_mean(entropy.float(), mask)
-        loss = pg_loss - s.entropy_coef * entropy if s.entropy_coef else pg_loss
-        check_finite(loss.detach(), "policy loss")
-        loss.backward()
-        # The critic's backward runs while its adapter is the active (trainable) one.
-        with self._autocast():
-            values = self.critic.values(seq, att, r.prompt_length).float()
-        vf_loss, vf_stats = clipped_value_loss(values, r.values[idx], r.returns[idx], mask, s.value_clip)
-        check_finite(vf_loss.detach(), "value loss")
-        with self.critic.active():
-            (s.value_coef * vf_loss).backward()
+        # This process's share of the minibatch's tokens: its masked means, weighted by it, sum
+        # over processes to the masked mean of the whole minibatch (1 for one process).
+        (tokens,) = distributed.all_reduce_sum([float(mask.sum())])
+        share = float(mask.sum()) / tokens
+        stats: dict[str, float] = {}
+        if len(idx):
+            with self._autocast():
+                logprobs, entropy = response_logprobs(
+                    self.policy, seq, att, r.prompt_length, with_entropy=True
+                )
+            logprobs = logprobs.float()
+            pg_loss, pg_stats = clipped_policy_loss(
+                logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip
+            )
+            entropy = masked_mean(entropy.float(), mask)
+            loss = pg_loss - s.entropy_coef * entropy if s.entropy_coef else pg_loss
+            check_finite(loss.detach(), "policy loss")
+            (loss * share).backward()
+            # The critic's backward runs while its adapter is the active (trainable) one.
+            with self._autocast():
+                values = self.critic.values(seq, att, r.prompt_length).float()
+            vf_loss, vf_stats = clipped_value_loss(values, r.values[idx], r.returns[idx], mask, s.value_clip)
+            check_finite(vf_loss.detach(), "value loss")
+            with self.critic.active():
+                (s.value_coef * vf_loss * share).backward()
+            stats = {
+                "policy_loss": float(pg_loss.detach()),
+                "value_loss": float(vf_loss.detach()),
+                "entropy": float(entropy.detach()),
+                **pg_stats,
+                **vf_stats,
+            }
+        if distributed.enabled():
+            distributed.all_reduce_gradients(self.policy_params + self.critic_params)
+            keys = STEP_STATS
+            sums = distributed.all_reduce_sum([stats.get(k, 0.0) * share for k in keys])
+            stats = dict(zip(keys, sums, strict=True))
         policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, s.max_grad_norm)
         critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, s.max_grad_norm)
         check_finite(policy_norm, "policy gradient norm")
         check_finite(critic_norm, "critic gradient norm")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {
-            "policy_loss": float(pg_loss.detach()),
-            "value_loss": float(vf_loss.detach()),
-            "entropy": float(entropy.detach()),
-            "policy_grad_norm": float(policy_norm),
-            **pg_stats,
-            **vf_stats,
-        }
+        return {**stats, "policy_grad_norm": float(policy_norm)}
 
     def iteration(self, records, prompt_ids, seed: int) -> dict:
         rollout = self.rollout(records, prompt_ids, seed)
         self.eval_mode()  # dropout off for the update too: see the module docstring
         stats = self.train_on(rollout, seed + 1)
         return {**rollout.stats, **stats}
+
+
+STEP_STATS = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "clip_fraction",
+    "approx_kl",
+    "ratio_mean",
+    "value_clip_fraction",
+    "value_error",
+)
+
+
+def gathered(x: torch.Tensor) -> tuple[torch.Tensor, slice]:
+    """Every process's `x` concatenated in rank order, and where this process's rows sit in it."""
+    parts = distributed.all_gather_objects(x.tolist())
+    before = sum(len(p) for p in parts[: distributed.rank()])
+    everyone = x if len(parts) == 1 else torch.tensor([v for p in parts for v in p], dtype=x.dtype)
+    return everyone, slice(before, before + len(x))
+
+
+def whiten_across_processes(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """`whiten(x, mask)` with the mean and (population) variance of every process's masked entries."""
+    if not distributed.enabled():
+        return whiten(x, mask, eps=eps)
+    count, total = distributed.all_reduce_sum([float(mask.sum()), float((x * mask).sum())])
+    mean = total / count
+    (squares,) = distributed.all_reduce_sum([float((((x - mean) ** 2) * mask).sum())])
+    return (x - mean) * torch.rsqrt(torch.tensor(squares / count + eps)) * mask
 
 
 def policy_parameters(policy, critic) -> list[nn.Parameter]:

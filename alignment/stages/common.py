@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from alignment import distributed
 from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, split_by_prompt
 from alignment.errors import PaddockError
@@ -248,7 +249,8 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
     from alignment.model_setup import resolve_init, save_trained
 
     base_path, _ = resolve_init(ctx.init)
-    save_trained(model, tokenizer, ctx.dir.model, base_path, ctx.recipe.model.merge_lora)
+    if distributed.is_main():  # the others' copies are identical; no need to fill their mirrors
+        save_trained(model, tokenizer, ctx.dir.model, base_path, ctx.recipe.model.merge_lora)
     summary = {
         "stage": ctx.stage.name,
         "type": ctx.stage.type,

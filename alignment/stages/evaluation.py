@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig, register_stage
@@ -94,8 +95,9 @@ def run_evaluation(ctx: StageContext) -> dict:
     }
     ctx.dir.write_summary(summary)
     ctx.dir.mark_complete()
-    print(f"[{cfg.name}] report: {md}")
-    write_atomic(ctx.run_dir / "REPORT", f"{md}\n")
+    if distributed.is_main():  # the run directory itself is the main process's alone
+        print(f"[{cfg.name}] report: {md}")
+        write_atomic(ctx.run_dir / "REPORT", f"{md}\n")
     return summary
 
 

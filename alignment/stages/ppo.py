@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from alignment import distributed
 from alignment.answers import answer, sampling_for
 from alignment.data.chat_format import encode_prompt
 from alignment.errors import PaddockError
@@ -237,6 +238,7 @@ def run_ppo(ctx: StageContext) -> dict:
         raise PaddockError(f"stage {cfg.name}: PPO needs `data` with RL-prompt sources")
     tokenizer = ctx.tokenizer()
     train_prompts, test_prompts, data_report = load_records(ctx, kind="rl_prompts")
+    distributed.check_batch(cfg.batch_size, f"stage {cfg.name}")
     policy, reference, critic, critic_note = build_models(ctx, cfg)
     scorer = load_scorer(ctx, cfg.reward_models, tokenizer, cfg.chat_style)
 
@@ -333,15 +335,17 @@ def run_ppo(ctx: StageContext) -> dict:
             break
         if (it + 1) % cfg.checkpoint_every == 0 and not done:
             extra = {"evals": evals, "running": trainer.running.state_dict()}
-            save_training_checkpoint(
-                ctx.dir.checkpoints,
-                it + 1,
-                modules,
-                optimizer,
-                scheduler,
-                extra,
-                weights=trained_weights(modules, optimizer),
-            )
+            if distributed.is_main():  # every process holds the same weights and optimizer state
+                save_training_checkpoint(
+                    ctx.dir.checkpoints,
+                    it + 1,
+                    modules,
+                    optimizer,
+                    scheduler,
+                    extra,
+                    weights=trained_weights(modules, optimizer),
+                )
+            distributed.barrier()
     bar.close()
     after = evaluate_policy(trainer, scorer, tokenizer, sets, cfg)
     last_iteration = evals[-1]["iteration"] if stopped_early else cfg.iterations

@@ -8,6 +8,12 @@ logits, which the TRL trainers' metrics expect; and every stage writes the same 
 
 The loop only knows examples (dicts of token lists), a collate function and a loss function
 `loss_fn(model, batch, num_items) -> (loss, stats)`; the stage decides what a loss is.
+
+Under several processes (alignment/distributed.py) each process takes every world_size-th example
+of each micro-batch and accelerate wraps the model (DDP, FSDP or DeepSpeed) to average gradients.
+The loss is divided by the global item count and scaled by world_size, so the averaged gradient is
+the one-process gradient of the whole batch and the run follows the same trajectory (to float
+summation order). Only the main process logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.runs import StageDir
 from alignment.training.checkpoint import (
@@ -134,53 +141,78 @@ def train(
     if checkpoint is not None:
         start = load_training_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
     stage.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
+    # The scheduler stays on the bare optimizer: accelerate's prepared scheduler would step once
+    # per process.
+    distributed.check_batch(settings.batch_size, description)
+    accelerator = distributed.accelerator()
+    step_model, step_optimizer = distributed.prepare(model, optimizer, settings.batch_size)
+    scale = distributed.world_size()
+    main = distributed.is_main()
     model.train()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if settings.autocast else nullcontext()
-    bar = tqdm(total=total, initial=start, desc=description, disable=not settings.progress, unit="step")
+    bar = tqdm(
+        total=total, initial=start, desc=description, disable=not (settings.progress and main), unit="step"
+    )
     last = {}
     for step in range(start, total):
         began = time.perf_counter()
-        micro_batches = [collate([examples[i] for i in ids]) for ids in plan[step]]
-        num_items = sum(batch["num_items"] for batch in micro_batches)
+        shards = [distributed.shard(ids) for ids in plan[step]]
+        micro_batches = [collate([examples[i] for i in ids]) for ids in shards]
+        (num_items,) = distributed.all_reduce_sum([sum(batch["num_items"] for batch in micro_batches)])
         stats_sum: dict[str, float] = {}
         loss_total = 0.0
-        for ids, batch in zip(plan[step], micro_batches, strict=True):
+        for ids, batch in zip(shards, micro_batches, strict=True):
             with autocast:
-                loss, stats = loss_fn(model, batch, num_items)
+                loss, stats = loss_fn(step_model, batch, num_items)
             check_finite(loss.detach(), "loss", step + 1, ids)
-            loss.backward()
+            if accelerator:
+                accelerator.backward(loss * scale)  # DDP averages over processes; we want the sum
+            else:
+                loss.backward()
             loss_total += float(loss.detach())
             for key, value in stats.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + value
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], settings.max_grad_norm
-        )
-        check_finite(grad_norm, "gradient norm", step + 1, [i for ids in plan[step] for i in ids])
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if accelerator:
+            grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        if grad_norm is not None:  # None under DeepSpeed, which clips inside its own step
+            check_finite(grad_norm, "gradient norm", step + 1, [i for ids in shards for i in ids])
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        step_optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - began
         tokens = sum(batch.get("tokens", 0) for batch in micro_batches)
+        if accelerator:  # every process's share of the loss and stats, summed
+            keys = sorted(stats_sum)
+            loss_total, tokens, *values = distributed.all_reduce_sum(
+                [loss_total, tokens, *(stats_sum[k] for k in keys)]
+            )
+            stats_sum = dict(zip(keys, values, strict=True))
         last = {
             "step": step + 1,
             "loss": loss_total,
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
             "tokens_per_s": tokens / seconds,
             **stats_sum,
         }
         done = step + 1 == total
         if evaluate is not None and (done or (settings.eval_every and (step + 1) % settings.eval_every == 0)):
+            # Every process evaluates the bare model (no collective inside), so all stay in step.
             model.eval()
             last.update({f"eval_{k}": v for k, v in evaluate(model).items()})
             model.train()
-        if (step + 1) % settings.log_every == 0 or done or "eval_loss" in last:
+        if main and ((step + 1) % settings.log_every == 0 or done or "eval_loss" in last):
             stage.metrics.log(last)
         bar.set_postfix(loss=f"{loss_total:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
         bar.update(1)
         if (step + 1) % settings.checkpoint_every == 0 and not done:
-            save_training_checkpoint(stage.checkpoints, step + 1, model, optimizer, scheduler, {})
+            if main:
+                save_training_checkpoint(stage.checkpoints, step + 1, model, optimizer, scheduler, {})
+            distributed.barrier()
     bar.close()
     model.eval()
     return last

@@ -1,0 +1,219 @@
+"""Two processes over gloo (torchrun, as `accelerate launch` would start them on GPUs) against one.
+
+With the same global batch the two runs take the same optimizer steps: each process gets half of
+every micro-batch, the loss is divided by the global item count and the averaged gradient is
+scaled back to the sum. What may differ is float summation order, hence the tolerances. The run
+directory must be written by the main process alone: same files as the one-process run, and no
+leftover mirror of the second process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from alignment import distributed
+from alignment.errors import PaddockError
+from tests.test_pipeline import REPO, metrics, tiny_checkpoint  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.distributed
+
+LOSS_RTOL = 1e-4  # float32 sums in another order; a wrong split or scale is off by >= 1e-2
+WEIGHT_ATOL = 1e-5
+
+
+def recipe(tmp_path: Path, model: Path, name: str) -> Path:
+    dialogues = (REPO / "data/gym/sft_train.jsonl").read_text().splitlines()[:32]
+    pairs = (REPO / "data/gym/helpfulness_pairs_train.jsonl").read_text().splitlines()[:32]
+    (tmp_path / "dialogues.jsonl").write_text("\n".join(dialogues) + "\n")
+    (tmp_path / "pairs.jsonl").write_text("\n".join(pairs) + "\n")
+    common = {"epochs": 1, "batch_size": 4, "grad_accum": 2, "max_length": 96, "log_every": 1}
+    stages = [
+        {
+            "type": "sft",
+            "learning_rate": 1e-2,
+            "checkpoint_every": 2,
+            "warmup_ratio": 0.0,
+            "data": {"sources": [{"path": str(tmp_path / "dialogues.jsonl")}], "test_fraction": 0.25},
+            **common,
+        },
+        {
+            "type": "reward_model",
+            "name": "rm",
+            "learning_rate": 3e-3,
+            "min_warmup_steps": 1,
+            "data": {
+                "sources": [{"path": str(tmp_path / "pairs.jsonl")}],
+                "test_sources": [{"path": str(tmp_path / "pairs.jsonl"), "name": "train_pairs"}],
+            },
+            **common,
+        },
+    ]
+    rl = (REPO / "data/gym/rl_prompts_train.jsonl").read_text().splitlines()
+    (tmp_path / "prompts.jsonl").write_text("\n".join(rl[:12] + rl[-4:]) + "\n")
+    stages.append(
+        {  # greedy rollouts, so both runs answer alike; minibatches of 2 leave a process empty-handed
+            "type": "ppo",
+            "init_from": "sft",
+            "reward_models": {"helpful": "rm", "safety": "rm", "max_length": 96},
+            "iterations": 2,
+            "batch_size": 4,
+            "minibatch_size": 2,
+            "temperature": 0.0,
+            "max_new_tokens": 6,
+            "learning_rate": 1e-3,
+            "critic_learning_rate": 1e-3,
+            "eval_prompts": 2,
+            "checkpoint_every": 1,
+            "data": {"sources": [{"path": str(tmp_path / "prompts.jsonl")}], "test_fraction": 0.25},
+        }
+    )
+    body = {
+        "run_name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "seed": 5,
+        "model": {"name_or_path": str(model), "precision": "fp32"},
+        "stages": stages,
+        "logging": {"report_to": ["none"], "progress": False},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def launch(recipe_path: Path, processes: int, tmp: Path, **env_vars) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp), **env_vars}
+    if processes == 1:
+        command = [sys.executable, "-m", "alignment.cli", "run", str(recipe_path)]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "alignment.cli",
+            "run",
+            str(recipe_path),
+        ]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    out = {}
+    for processes in (1, 2):
+        tmp = tmp_path_factory.mktemp(f"p{processes}")
+        scratch = tmp / "scratch"
+        scratch.mkdir()
+        # The mirrors are kept so the test can see that the second process wrote there.
+        result = launch(recipe(tmp, tiny_checkpoint, "run"), processes, scratch, PADDOCK_KEEP_MIRRORS="1")
+        assert result.returncode == 0, result.stderr[-3000:]
+        out[processes] = (tmp / "runs/run", scratch, result)
+    return out
+
+
+def test_ppo_iterations_match_with_rollouts_split_across_processes(runs):
+    one, two = (metrics(runs[p][0] / "ppo") for p in (1, 2))
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2]
+    for a, b in zip(one, two, strict=True):
+        for key in ("reward", "kl", "response_length", "policy_loss", "value_loss", "policy_grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), key
+    assert one[0]["policy_grad_norm"] > 0 and one[0]["value_loss"] > 0
+    w1 = load_file(next((runs[1][0] / "ppo" / "model").glob("*.safetensors")))
+    w2 = load_file(next((runs[2][0] / "ppo" / "model").glob("*.safetensors")))
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm"])
+def test_two_processes_follow_the_one_process_trajectory(runs, stage):
+    one, two = (metrics(runs[p][0] / stage) for p in (1, 2))
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+    # It trained (the loss moved every step), so agreeing is not agreeing on nothing.
+    assert (
+        all(a["loss"] != b["loss"] for a, b in zip(one, one[1:], strict=False)) and one[-1]["grad_norm"] > 0
+    )
+    w1 = load_file(next((runs[1][0] / stage / "model").glob("*.safetensors")))
+    w2 = load_file(next((runs[2][0] / stage / "model").glob("*.safetensors")))
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=WEIGHT_ATOL, rtol=1e-4)
+
+
+def test_only_the_main_process_writes(runs):
+    one_dir, _, _ = runs[1]
+    two_dir, scratch, result = runs[2]
+    assert files(two_dir) == files(one_dir)
+    # The second process finished each stage too, but into its private mirror.
+    (mirror,) = scratch.glob("paddock-rank1-*")
+    for stage in ("sft", "rm", "ppo"):
+        assert (mirror / stage / "summary.json").is_file() and (mirror / stage / "COMPLETE").is_file()
+        assert not (mirror / stage / "model").exists()  # weights are saved once, by the main process
+    assert result.stdout.count("[sft] starting") == 1  # and it printed nothing of its own
+
+
+def test_mirror_copies_small_files_links_large_ones_and_is_removed(tmp_path, monkeypatch):
+    """A mirror may be written freely: a small file is a copy (appending to it leaves the original
+    alone); a large one is a symlink, read-only in practice because every large write in Paddock
+    goes to a fresh temp name. cleanup() removes the whole mirror root."""
+    real = tmp_path / "run" / "sft"
+    (real / "checkpoints/step-1").mkdir(parents=True)
+    (real / "metrics.jsonl").write_text('{"step": 1}\n')
+    (real / "checkpoints/step-1/optimizer.pt").write_bytes(b"x" * (distributed.MIRROR_COPY_LIMIT + 1))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    distributed._mirror_root.cache_clear()
+    mirror = distributed.stage_root(real)
+    assert mirror != real and mirror.name == "sft"
+    with open(mirror / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 2}\n')
+    assert (real / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    big = mirror / "checkpoints/step-1/optimizer.pt"
+    assert big.is_symlink() and big.resolve() == (real / "checkpoints/step-1/optimizer.pt").resolve()
+    distributed.cleanup()
+    assert not mirror.exists() and (real / "checkpoints/step-1/optimizer.pt").is_file()
+    distributed._mirror_root.cache_clear()
+
+
+def test_a_batch_smaller_than_the_world_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(PaddockError, match="batch_size 2 is smaller than the 4 processes"):
+        distributed.check_batch(2, "sft")
+    distributed.check_batch(4, "sft")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes/accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_accelerate_config_loads(path):
+    """accelerate reads each config into its dataclass (an unknown key is a TypeError there); FSDP
+    wraps a class that exists in our model, and DeepSpeed leaves accumulation to Paddock."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from alignment.base_model import modeling
+
+    config = load_config_from_file(str(path))
+    kind = config.distributed_type.value
+    assert kind in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert hasattr(modeling, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["gradient_accumulation_steps"] == 1
+        assert config.deepspeed_config["zero_stage"] in (2, 3)
