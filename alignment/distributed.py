@@ -70,6 +70,14 @@ def prepare(model, optimizer, batch_size: int):
     return acc.prepare(model, optimizer)
 
 
+def to_device(batch: dict) -> dict:
+    """A collated batch on this process's device (its GPU under a GPU launch; the CPU stays put)."""
+    acc = accelerator()
+    if acc is None or acc.device.type == "cpu":
+        return batch
+    return {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def barrier() -> None:
     if enabled():
         accelerator().wait_for_everyone()

@@ -49,6 +49,13 @@ def rm_stage(name: str, mixture: str) -> dict:
 @pytest.fixture(scope="module")
 def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
     tmp = tmp_path_factory.mktemp("rl")
+    result = paddock("run", str(write_pipeline_recipe(tmp, tiny_checkpoint)), env=offline_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp
+
+
+def write_pipeline_recipe(tmp, tiny_checkpoint):  # noqa: F811
+    """The whole pipeline at toy sizes on the tiny model, its data copied into `tmp`."""
     (tmp / "dialogues.jsonl").write_text(lines("data/gym/sft_train.jsonl", 32))
     (tmp / "helpful.jsonl").write_text(lines("data/gym/helpfulness_pairs_train.jsonl", 32))
     (tmp / "safety.jsonl").write_text(lines("data/gym/safety_pairs_train.jsonl", 32))
@@ -91,9 +98,7 @@ def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
         "logging": {"report_to": ["none"], "progress": False},
     }  # fmt: skip
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    result = paddock("run", str(tmp / "recipe.yaml"), env=offline_env())
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp
+    return tmp / "recipe.yaml"
 
 
 def offline_env() -> dict:

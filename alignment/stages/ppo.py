@@ -315,7 +315,9 @@ def run_ppo(ctx: StageContext) -> dict:
             encode_prompt(r.prompt, tokenizer, style=cfg.chat_style)[-cfg.max_prompt_tokens :]
             for r in records
         ]
-        with at_step(it + 1, lambda: [train_prompts.index(r) for r in records]):  # NaN/inf: say where
+        with at_step(
+            it + 1, lambda records=records: [train_prompts.index(r) for r in records]
+        ):  # NaN/inf: say where
             stats = trainer.iteration(records, prompt_ids, seed=ctx.seed * 1_000_003 + it)
         row = {"step": it + 1, **_numbers(stats)}
         done = it + 1 == cfg.iterations

@@ -25,9 +25,18 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_training_checkpoint(
-    directory: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2, weights=None
+    directory: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    extra: dict,
+    keep: int = 2,
+    weights=None,
+    optimizer_state=None,
 ) -> Path:
-    """`weights` overrides which tensors are saved (default: every parameter with requires_grad)."""
+    """`weights` overrides which tensors are saved (default: every parameter with requires_grad),
+    `optimizer_state` the optimizer's state dict (default: optimizer.state_dict())."""
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(".tmp-*"):  # left by a run killed mid-save; one writer per stage
         shutil.rmtree(stale, ignore_errors=True)
@@ -35,7 +44,9 @@ def save_training_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
     try:
         save_file(weights if weights is not None else trainable_state(model), tmp / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(
+            optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt"
+        )
         save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
         state = {
             "step": step,
@@ -66,13 +77,19 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def load_training_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_training_checkpoint(path: Path, model, optimizer, scheduler, restore=None) -> dict:
+    """`restore(weights, optimizer_state)` replaces the default copy into `model` and `optimizer`
+    (sharded models take full tensors through their own API)."""
     weights = load_file(path / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+    if restore is not None:
+        restore(weights, optimizer_state)
+    else:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(optimizer_state)
     state = json.loads((path / STATE_FILE).read_text())
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.runs import StageDir
+from alignment.training import sharded
 from alignment.training.checkpoint import (
     latest_checkpoint,
     load_training_checkpoint,
@@ -107,7 +108,10 @@ def fused_adamw_supported(params) -> bool:
     """The fused AdamW kernel (one pass over each tensor, same results as the default to float
     rounding) runs on CPU and CUDA floating-point tensors. On CPU the default per-tensor path
     took ~0.9 s a step for SmolLM2-135M on one thread, the fused kernel ~0.17 s."""
-    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() and not isinstance(p, sharded.DTensor)
+        for p in params
+    )
 
 
 def check_finite(value: torch.Tensor, what: str, step: int, batch: Sequence[int]) -> None:
@@ -132,23 +136,27 @@ def train(
     plan = step_batches(len(examples), settings)
     total = len(plan)
     warmup = warmup_steps(total, settings.warmup_ratio, settings.min_warmup_steps)
-    optimizer = make_optimizer(model, settings)
+    fsdp = sharded.ShardedModel(model) if sharded.requested() else None
+    net = fsdp.work if fsdp else model  # what trains; `model` gets the weights back at the end
+    optimizer = make_optimizer(net, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_multiplier(s, total, warmup, settings.min_lr_ratio)
     )
     start = 0
     checkpoint = latest_checkpoint(stage.checkpoints)
     if checkpoint is not None:
-        start = load_training_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        restore = fsdp.restore(optimizer) if fsdp else None
+        start = load_training_checkpoint(checkpoint, model, optimizer, scheduler, restore)["step"]
     stage.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
     # The scheduler stays on the bare optimizer: accelerate's prepared scheduler would step once
     # per process.
-    distributed.check_batch(settings.batch_size, description)
-    accelerator = distributed.accelerator()
-    step_model, step_optimizer = distributed.prepare(model, optimizer, settings.batch_size)
+    accelerator = None if fsdp else distributed.accelerator()
+    step_model, step_optimizer = (
+        (net, optimizer) if fsdp else distributed.prepare(model, optimizer, settings.batch_size)
+    )
     scale = distributed.world_size()
     main = distributed.is_main()
-    model.train()
+    net.train()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if settings.autocast else nullcontext()
     bar = tqdm(
         total=total, initial=start, desc=description, disable=not (settings.progress and main), unit="step"
@@ -157,22 +165,29 @@ def train(
     for step in range(start, total):
         began = time.perf_counter()
         shards = [distributed.shard(ids) for ids in plan[step]]
-        micro_batches = [collate([examples[i] for i in ids]) for ids in shards]
-        (num_items,) = distributed.all_reduce_sum([sum(batch["num_items"] for batch in micro_batches)])
+        # A process whose share of a micro-batch is empty (fewer examples than processes) runs one
+        # borrowed example at weight 0, so every process makes the same collective calls.
+        weights = [1.0 if ids else 0.0 for ids in shards]
+        shards = [ids or whole[:1] for ids, whole in zip(shards, plan[step], strict=True)]
+        micro_batches = [distributed.to_device(collate([examples[i] for i in ids])) for ids in shards]
+        (num_items,) = distributed.all_reduce_sum(
+            [sum(b["num_items"] * w for b, w in zip(micro_batches, weights, strict=True))]
+        )
         stats_sum: dict[str, float] = {}
         loss_total = 0.0
-        for ids, batch in zip(shards, micro_batches, strict=True):
+        for ids, batch, weight in zip(shards, micro_batches, weights, strict=True):
             with autocast:
                 loss, stats = loss_fn(step_model, batch, num_items)
             check_finite(loss.detach(), "loss", step + 1, ids)
+            loss = loss * weight
             if accelerator:
                 accelerator.backward(loss * scale)  # DDP averages over processes; we want the sum
             else:
-                loss.backward()
+                (loss * scale).backward()  # FSDP averages too; scale is 1 for one process
             loss_total += float(loss.detach())
             for key, value in stats.items():
-                stats_sum[key] = stats_sum.get(key, 0.0) + value
-        trainable = [p for p in model.parameters() if p.requires_grad]
+                stats_sum[key] = stats_sum.get(key, 0.0) + value * weight
+        trainable = [p for p in net.parameters() if p.requires_grad]
         if accelerator:
             grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
         else:
@@ -184,8 +199,8 @@ def train(
         scheduler.step()
         step_optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - began
-        tokens = sum(batch.get("tokens", 0) for batch in micro_batches)
-        if accelerator:  # every process's share of the loss and stats, summed
+        tokens = sum(b.get("tokens", 0) * w for b, w in zip(micro_batches, weights, strict=True))
+        if distributed.enabled():  # every process's share of the loss and stats, summed
             keys = sorted(stats_sum)
             loss_total, tokens, *values = distributed.all_reduce_sum(
                 [loss_total, tokens, *(stats_sum[k] for k in keys)]
@@ -195,24 +210,36 @@ def train(
             "step": step + 1,
             "loss": loss_total,
             "lr": lr,
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "grad_norm": sharded.to_float(grad_norm) if grad_norm is not None else None,
             "tokens_per_s": tokens / seconds,
             **stats_sum,
         }
         done = step + 1 == total
         if evaluate is not None and (done or (settings.eval_every and (step + 1) % settings.eval_every == 0)):
             # Every process evaluates the bare model (no collective inside), so all stay in step.
-            model.eval()
-            last.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-            model.train()
+            net.eval()
+            last.update({f"eval_{k}": v for k, v in evaluate(net).items()})
+            net.train()
         if main and ((step + 1) % settings.log_every == 0 or done or "eval_loss" in last):
             stage.metrics.log(last)
         bar.set_postfix(loss=f"{loss_total:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
         bar.update(1)
         if (step + 1) % settings.checkpoint_every == 0 and not done:
+            weights, optimizer_state = fsdp.checkpoint_state(optimizer) if fsdp else (None, None)
             if main:
-                save_training_checkpoint(stage.checkpoints, step + 1, model, optimizer, scheduler, {})
+                save_training_checkpoint(
+                    stage.checkpoints,
+                    step + 1,
+                    model,
+                    optimizer,
+                    scheduler,
+                    {},
+                    weights=weights,
+                    optimizer_state=optimizer_state,
+                )
             distributed.barrier()
     bar.close()
+    if fsdp:
+        fsdp.finish()
     model.eval()
     return last
