@@ -61,11 +61,12 @@ def cmd_chat(args) -> None:
 
 
 def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
-    """Every data source of the stages this run will start exists and has a readable type, checked
-    before run_recipe creates the run directory; a finished stage's data is not needed again."""
+    """Every data source of the stages this run will start exists, has a readable type and loads
+    (rows in `on_error: skip` mode are only counted), checked before run_recipe creates the run
+    directory; a finished stage's data is not needed again."""
     from alignment.data.sources import DataError, check_source
     from alignment.runs import COMPLETE
-    from alignment.stages.common import data_path
+    from alignment.stages.common import DATA_KINDS, data_path, read_source
 
     for i, stage in enumerate(recipe.stages):
         done = Path(recipe.output_dir) / recipe.run_name / stage.name / COMPLETE
@@ -73,11 +74,16 @@ def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
             continue
         for group in ("sources", "test_sources"):
             for j, source in enumerate(getattr(stage.data, group)):
+                where = f"{recipe_path}: stages[{i}].data.{group}[{j}]"
                 try:
                     check_source(data_path(source.path))
                 except DataError as err:
-                    where = f"{recipe_path}: stages[{i}].data.{group}[{j}].path"
-                    raise PaddockError(f"{where}: {source.path}: {err.reason}") from None
+                    raise PaddockError(f"{where}.path: {source.path}: {err.reason}") from None
+                if stage.type in DATA_KINDS:  # every row, so a bad one fails before anything is written
+                    try:
+                        read_source(source, DATA_KINDS[stage.type])
+                    except DataError as err:
+                        raise PaddockError(f"{where}: {err}") from None
 
 
 def cmd_run(args) -> None:

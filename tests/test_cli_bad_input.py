@@ -242,6 +242,25 @@ def test_unreadable_sources_are_refused_before_the_run_directory_exists(monkeypa
         assert files_under(tmp) == {"recipe.yaml"}
 
 
+@pytest.mark.parametrize("stage_index", [0, 1, 5])  # dialogues (SFT), preference pairs (RM), RL prompts
+def test_a_bad_row_deep_in_a_source_is_refused_before_anything_is_written(monkeypatch, stage_index):
+    """The source exists and its first rows are fine; row 3 is broken. `paddock run` reads every
+    row of the stages it will start before it creates the run directory, so the error names the
+    file and line and nothing is left behind."""
+    monkeypatch.setattr("alignment.pipeline.runners", dict)
+    stage = QUICKSTART["stages"][stage_index]
+    good = (REPO / stage["data"]["sources"][0]["path"]).read_text().splitlines()[:2]
+    with scratch_dir() as tmp:
+        (tmp / "bad.jsonl").write_text("\n".join([*good, json.dumps({"oops": 1}), *good]) + "\n")
+        doc = copy.deepcopy(QUICKSTART)
+        doc["stages"][stage_index]["data"]["sources"][0]["path"] = str(tmp / "bad.jsonl")
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(doc))
+        code, _, stderr = run_cli(["run", "recipe.yaml"])
+        assert_one_line_error(code, stderr)
+        assert "bad.jsonl line 3" in stderr, stderr
+        assert files_under(tmp) == {"recipe.yaml", "bad.jsonl"}
+
+
 # --- dataset adapters through `paddock data inspect` ---------------------------------------------
 
 rows = st.one_of(

@@ -85,10 +85,26 @@ def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
     return str(data_path(name_or_path))
 
 
+# What each stage type reads its `data` sources as (`paddock run` loads them all before it writes).
+DATA_KINDS = {
+    "sft": "dialogues",
+    "reward_model": "preferences",
+    "rejection_sampling": "rl_prompts",
+    "gatt": "dialogues",
+    "ppo": "rl_prompts",
+    "context_distillation": "rl_prompts",
+}
+
+
 def load_source(ctx: StageContext, source, kind: str):
-    path = data_path(source.path)
     name = source.name or Path(source.path).stem
-    rejects = ctx.dir.root / f"rejects-{name}.jsonl"
+    return name, read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl")
+
+
+def read_source(source, kind: str, rejects: Path | None = None):
+    """A recipe data source read as preferences, dialogues or RL prompts; skipped rows go to
+    `rejects` when given."""
+    path = data_path(source.path)
     if kind == "preferences":
         options = dict(source.options)
         if source.category:
@@ -110,7 +126,7 @@ def load_source(ctx: StageContext, source, kind: str):
             split=source.split,
             category=source.category or "helpfulness",
         )
-    return name, result
+    return result
 
 
 def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
