@@ -21,6 +21,7 @@ from pathlib import Path
 from alignment.gym.graders import failed_checks, grade_helpfulness
 from alignment.recipes.config import join, setting
 from alignment.recipes.schema import check_range
+from alignment.runs import save_figure
 
 
 @dataclass(kw_only=True)
@@ -346,5 +347,5 @@ def plot_adherence(before: dict | None, after: dict | None, path: Path, title: s
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

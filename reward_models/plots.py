@@ -12,11 +12,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from alignment.runs import save_figure
+
 
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     return path
 
 

@@ -33,7 +33,7 @@ from alignment.errors import PaddockError
 from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig
-from alignment.runs import write_atomic, write_json
+from alignment.runs import save_figure, write_atomic, write_json
 from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
 from safety.evaluation import GoldSuiteConfig, suite_rows
@@ -351,7 +351,7 @@ def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
     ctx.dir.plots.mkdir(parents=True, exist_ok=True)
     path = ctx.dir.plots / "kept_by_category.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return [str(path.relative_to(ctx.dir.root))]
 

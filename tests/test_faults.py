@@ -415,3 +415,56 @@ def test_rl_scorer_flags_exploding_scores_in_the_stage_summary(rl_run, tmp_path,
     assert "warning: reward model safety: scores exploded" in capsys.readouterr().err
     reference = json.loads((rl_run / "runs/tiny/rejection_sampling/summary.json").read_text())
     assert reference["rm_health"] == {"ok": True, "problems": {}}
+
+
+def test_a_read_only_output_dir_is_one_line_even_for_root(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Root writes through chmod, so the read-only file system is simulated where the probe write
+    happens: the same OSError a read-only mount raises (EROFS)."""
+    import errno
+    import pathlib
+
+    from alignment import cli
+
+    locked = tmp_path / "locked"
+    real_write = pathlib.Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if locked in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    recipe = small_recipe(tmp_path, tiny_checkpoint, locked)
+    assert cli.main(["run", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write run outputs (Read-only file system)" in err
+    assert not list(locked.rglob("*.json"))  # no stage started
+
+
+def test_a_figure_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):
+    """save_figure writes to a hidden temp name and renames; a kill during savefig leaves the old
+    plot (or none) and a temp that no *.png listing picks up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignment.runs import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    target = tmp_path / "loss.png"
+    save_figure(fig, target)
+    first = target.read_bytes()
+    assert first.startswith(b"\x89PNG")
+
+    def killed(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG torn")
+        raise KeyboardInterrupt  # stands for the kill: nothing after this line runs
+
+    monkeypatch.setattr(type(fig), "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, target)
+    assert target.read_bytes() == first
+    assert [p.name for p in tmp_path.glob("*.png")] == ["loss.png"]
+    plt.close(fig)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignment.runs import save_figure
+
 PANELS = (
     ("reward", ("reward", "reward_helpful", "reward_safety")),
     ("KL to reference (per answer)", ("kl",)),
@@ -40,7 +42,7 @@ def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> li
         if len(keys) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(plots / "ppo_training.png", dpi=90)
+    save_figure(fig, plots / "ppo_training.png", dpi=90)
     plt.close(fig)
     written.append(plots / "ppo_training.png")
 
@@ -62,7 +64,7 @@ def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> li
         ax.set_title("Held-out proxy reward vs gold graders")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(plots / "gold_vs_proxy.png", dpi=90)
+        save_figure(fig, plots / "gold_vs_proxy.png", dpi=90)
         plt.close(fig)
         written.append(plots / "gold_vs_proxy.png")
     return [str(p.relative_to(root)) for p in written]

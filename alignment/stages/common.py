@@ -16,7 +16,7 @@ from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, split_by_prompt
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
-from alignment.runs import StageDir, write_json
+from alignment.runs import StageDir, save_figure, write_json
 from alignment.training.loop import LoopSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +255,7 @@ def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
     ctx.dir.plots.mkdir(parents=True, exist_ok=True)
     path = ctx.dir.plots / "loss.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return [str(path.relative_to(ctx.dir.root))]
 

@@ -16,7 +16,7 @@ from alignment.errors import PaddockError
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
-from alignment.runs import write_atomic, write_json
+from alignment.runs import save_figure, write_atomic, write_json
 from alignment.stages.common import StageContext, data_path
 from safety.evaluation import GoldSuiteConfig, suite_rows
 
@@ -125,7 +125,7 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     written.append(plots_dir / "rates_by_stage.png")
-    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
 
     fig = Figure(figsize=(10, 4))
     for i, rm in enumerate(("helpful", "safety")):
@@ -135,7 +135,7 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
         ax.set_title(f"{rm} RM scores of the answers")
         ax.grid(alpha=0.3)
     written.append(plots_dir / "rm_scores_by_stage.png")
-    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
 
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
@@ -153,5 +153,5 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     written.append(plots_dir / "helpful_vs_safety.png")
-    fig.savefig(written[-1], dpi=100, bbox_inches="tight")
+    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
     return written

@@ -29,7 +29,7 @@ from alignment.errors import PaddockError
 from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
-from alignment.runs import StageDir, write_atomic, write_json
+from alignment.runs import StageDir, save_figure, write_atomic, write_json
 from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
 from alignment.training.checkpoint import save_file_atomic, trainable_state
@@ -310,7 +310,7 @@ def plot_curves(ctx, reports: list[dict]) -> list[str]:
     ctx.dir.plots.mkdir(parents=True, exist_ok=True)
     path = ctx.dir.plots / "best_vs_median.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return [str(path.relative_to(ctx.dir.root))]
 
