@@ -1,4 +1,4 @@
-"""Two processes over gloo (torchrun, as `accelerate launch` would start them on GPUs) against one.
+"""Two processes over gloo, started by `accelerate launch` with the shipped configs, against one.
 
 With the same global batch the two runs take the same optimizer steps: each process gets half of
 every micro-batch, the loss is divided by the global item count and the averaged gradient is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,15 +92,27 @@ def recipe(tmp_path: Path, model: Path, name: str) -> Path:
     return path
 
 
-def command(recipe_path: Path, processes: int) -> list[str]:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def command(recipe_path: Path, processes: int, config: str = "ddp") -> list[str]:
+    """`paddock run` alone, or under `accelerate launch` with a shipped config: on a machine
+    without GPUs accelerate starts the processes with torchrun and they meet over gloo."""
     if processes == 1:
         return [sys.executable, "-m", "alignment.cli", "run", str(recipe_path)]
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "recipes/accelerate" / f"{config}.yaml"),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
         "-m",
         "alignment.cli",
         "run",
@@ -107,10 +120,17 @@ def command(recipe_path: Path, processes: int) -> list[str]:
     ]
 
 
-def launch(recipe_path: Path, processes: int, tmp: Path, **env_vars) -> subprocess.CompletedProcess:
+def launch(
+    recipe_path: Path, processes: int, tmp: Path, config: str = "ddp", **env_vars
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp), **env_vars}
     return subprocess.run(
-        command(recipe_path, processes), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        command(recipe_path, processes, config),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -120,15 +140,16 @@ def files(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_checkpoint):  # noqa: F811
-    """1: one process; 2: two processes, DDP; "fsdp": two processes, FSDP2 (PPO is DDP-style there)."""
+    """1: one process; 2: two processes, recipes/accelerate/ddp.yaml; "fsdp": two processes,
+    recipes/accelerate/fsdp.yaml (PPO is DDP-style there)."""
     out = {}
-    for key, processes, env in ((1, 1, {}), (2, 2, {}), ("fsdp", 2, {"ACCELERATE_USE_FSDP": "true"})):
+    for key, processes, config in ((1, 1, "ddp"), (2, 2, "ddp"), ("fsdp", 2, "fsdp")):
         tmp = tmp_path_factory.mktemp(f"p{key}")
         scratch = tmp / "scratch"
         scratch.mkdir()
         # The mirrors are kept so the test can see that the second process wrote there.
         result = launch(
-            recipe(tmp, tiny_checkpoint, "run"), processes, scratch, PADDOCK_KEEP_MIRRORS="1", **env
+            recipe(tmp, tiny_checkpoint, "run"), processes, scratch, config, PADDOCK_KEEP_MIRRORS="1"
         )
         assert result.returncode == 0, result.stderr[-3000:]
         out[key] = (tmp / "runs/run", scratch, result)
@@ -262,9 +283,9 @@ def test_a_killed_fsdp_run_resumes_from_its_gathered_checkpoint(tmp_path, tiny_c
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(body))
     assert launch(paths["one"], 1, tmp_path).returncode == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_FSDP": "true"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        command(paths["fsdp"], 2),
+        command(paths["fsdp"], 2, "fsdp"),
         cwd=REPO,
         env=env,
         start_new_session=True,
@@ -278,7 +299,7 @@ def test_a_killed_fsdp_run_resumes_from_its_gathered_checkpoint(tmp_path, tiny_c
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "runs/fsdp/sft/COMPLETE").is_file(), "finished before the kill"
-    result = launch(paths["fsdp"], 2, tmp_path, ACCELERATE_USE_FSDP="true")
+    result = launch(paths["fsdp"], 2, tmp_path, "fsdp")
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = metrics(tmp_path / "runs/one/sft"), metrics(tmp_path / "runs/fsdp/sft")
     assert [r["step"] for r in two] == [r["step"] for r in one]
