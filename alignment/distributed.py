@@ -5,8 +5,9 @@ How a run is split:
 - every process runs every stage's code on the same data and the same plan, so no process has
   to be told what another decided (the data order is a pure function of the seed);
 - training steps split each micro-batch across processes and average gradients through
-  accelerate (DDP, FSDP or DeepSpeed, as its config says), with the loss normalised by the global
-  item count, so N processes take the same optimizer step as one process with the whole batch;
+  accelerate (DDP or DeepSpeed, as its config says) or torch's FSDP2 (alignment/training/
+  sharded.py), with the loss normalised by the global item count, so N processes take the same
+  optimizer step as one process with the whole batch; PPO sums its own gradients;
 - only the main process writes into the run directory. The others get a private mirror of the
   stage directory (small files copied, large ones symlinked) for whatever the stage code writes,
   so no stage needs a rank check around each file it saves, and a cache the main process writes
