@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -59,3 +61,33 @@ def print_table(header: list[str], rows: list[list]) -> None:
 def print_summary(summary: dict) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(summary, sort_keys=True))
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class RssSampler:
+    """Peak RSS above the level at start(), sampled every half millisecond on a thread. Run it in a
+    child started with MALLOC_MMAP_THRESHOLD_ low, so freed tensors go back to the OS and RSS
+    follows live memory."""
+
+    def start(self) -> None:
+        self.before = rss_mb()
+        self.peak, self.running = self.before, True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.0005)
+
+    def stop(self, key: str = "step_mb") -> dict:
+        """{before_mb, peak_mb, <key>: the rise}."""
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss_mb())
+        return {"before_mb": self.before, "peak_mb": self.peak, key: self.peak - self.before}

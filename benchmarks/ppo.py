@@ -36,10 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +70,7 @@ from alignment.rl.ppo import (
 )
 from alignment.rl.rewards import RewardScorer
 
-from common import alternate, machine, median, print_summary, print_table
+from common import RssSampler, alternate, machine, median, print_summary, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "data" / "gym" / "rl_prompts_train.jsonl"
@@ -439,31 +437,16 @@ def build(name: str, path, args):
 # ------------------------------------------------------------------------------------------ memory
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def measure_memory(name: str, args) -> None:
     """Child process: how far resident memory rises above its pre-iteration level during one
     iteration (after a warm-up one), and the whole process's peak. Started with a low
     MALLOC_MMAP_THRESHOLD_ so RSS follows live memory; a thread samples it every half millisecond."""
     side, _ = build(name, prepare(), args)
     side.iteration(seed=0)
-    before = rss_mb()
-    peak, running = [before], True
-
-    def sample():
-        while running:
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.0005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = RssSampler()
     sampler.start()
     side.iteration(seed=1)
-    running = False
-    sampler.join()
-    print(json.dumps({"before_mb": before, "peak_mb": peak[0], "iteration_mb": peak[0] - before}))
+    print(json.dumps(sampler.stop("iteration_mb")))
 
 
 def child_memory(name: str, args) -> dict:

@@ -38,12 +38,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -58,7 +56,7 @@ from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.scoring import encode_pair, supports_packing
 from reward_models.stage import collate, rm_loss
 
-from common import machine, print_summary, print_table
+from common import RssSampler, machine, print_summary, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "data" / "gym" / "helpfulness_pairs_train.jsonl"
@@ -228,38 +226,12 @@ def fmt(seconds: list[float]) -> str:
 # ---- memory ------------------------------------------------------------------------------------
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-class Sampler:
-    """Peak RSS above the level at start(), sampled every half millisecond on a thread."""
-
-    def start(self):
-        self.before = rss_mb()
-        self.peak, self.running = self.before, True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while self.running:
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(0.0005)
-
-    def stop(self) -> dict:
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, rss_mb())
-        return {"before_mb": self.before, "peak_mb": self.peak, "step_mb": self.peak - self.before}
-
-
 def measure_memory(name: str, args) -> None:
     """Child process (started with MALLOC_MMAP_THRESHOLD_ low so RSS follows live memory): one
     full step to build optimizer state and touch the weights, then the rise during the second."""
     path = prepare()
     pairs = load_pairs(2 * args.batch)
-    sampler = Sampler()
+    sampler = RssSampler()
     if name == "paddock":
         paddock = PaddockContender(path, pairs, args)
         paddock.step(0)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 
 import torch
@@ -30,7 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from alignment import load_model
 from alignment.base_model.default_models import prepare
 
-from common import alternate, machine, median, print_summary, print_table
+from common import RssSampler, alternate, machine, median, print_summary, print_table
 
 
 def load(name: str, path):
@@ -52,11 +50,6 @@ def step(model, input_ids: torch.Tensor) -> float:
     return float(loss)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def measure_memory(name: str, args) -> None:
     """Child process: how far resident memory rises above its pre-step level during one step.
 
@@ -66,20 +59,10 @@ def measure_memory(name: str, args) -> None:
     model = load(name, prepare())
     input_ids = batch(args, model.config.vocab_size)
     step(model, input_ids)  # touch the memory-mapped weights, build any lazy state
-    before = rss_mb()
-    peak, running = [before], True
-
-    def sample():
-        while running:
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.0005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = RssSampler()
     sampler.start()
     step(model, input_ids)
-    running = False
-    sampler.join()
-    print(json.dumps({"before_mb": before, "peak_mb": peak[0], "step_mb": peak[0] - before}))
+    print(json.dumps(sampler.stop("step_mb")))
 
 
 def matmul_peak_tflops(repeats: int = 10) -> float:
