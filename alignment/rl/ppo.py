@@ -44,6 +44,7 @@ from alignment.rl.functional import (
     masked_mean,
     whiten,
 )
+from alignment.rl.sampler import MergedSampler, can_merge
 
 
 @dataclass
@@ -61,6 +62,7 @@ class PPOSettings:
     whiten_rewards: str = "batch"  # batch | running | none
     whiten_advantages: bool = True
     max_grad_norm: float = 1.0
+    merged_sampling: bool = True  # roll out from a merged copy of a LoRA policy (rl/sampler.py)
 
 
 def causal_lm_of(model):
@@ -190,6 +192,10 @@ class PPOTrainer:
         )
         self.optimizer, self.autocast, self.style = optimizer, autocast, style
         self.running = RunningMoments()
+        self.sampler = None
+        if settings.merged_sampling and can_merge(policy):
+            dtype = torch.bfloat16 if autocast else causal_lm_of(policy).lm_head.weight.dtype
+            self.sampler = MergedSampler(policy, dtype)
         self.policy_params = policy_parameters(policy, critic)
         self.critic_params = critic_parameters(critic)
         distributed.broadcast_parameters(self.policy_params + self.critic_params)
@@ -202,6 +208,13 @@ class PPOTrainer:
         model = getattr(self.reference, "model", None)
         if model is not None:
             model.eval()
+
+    def sampling_model(self):
+        """The model to generate from: the merged copy, brought up to date, or the policy."""
+        if self.sampler is None:
+            return self.policy
+        self.sampler.refresh()
+        return self.sampler.model
 
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else nullcontext()
@@ -217,7 +230,7 @@ class PPOTrainer:
         self.eval_mode()
         with self._autocast():
             out = generate_from_tokens(
-                self.policy, prompt_ids, _with_seed(self.sampling, seed), self.tokenizer
+                self.sampling_model(), prompt_ids, _with_seed(self.sampling, seed), self.tokenizer
             )
             P = out.prompt_length
             mask = out.response_mask.float()

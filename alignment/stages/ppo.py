@@ -196,7 +196,7 @@ def evaluate_policy(trainer, scorer, tokenizer, sets: dict[str, list[dict]], cfg
         if not rows:
             continue
         out = answer(
-            trainer.policy,
+            trainer.sampling_model(),
             tokenizer,
             [r["prompt"] for r in rows],
             sampling,
