@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment.errors import PaddockError
-from reward_models.evaluation import CATEGORIES, RATINGS, score_test_sets, summarize, write_plots
+from reward_models.evaluation import RATINGS, score_test_sets, summarize, write_plots
 
 
 @dataclass
@@ -165,6 +165,26 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
+WITH_PREFERENCE = "with a preference"
+
+
+def paired_outcomes(scored: dict) -> dict[str, np.ndarray]:
+    """Per test set, whether the RM got each pair right; for a test set with negligibly-better
+    pairs, also "<set>, with a preference": the same without them. Those pairs are two answers of
+    one quality (in the gym, in coin-flip order), so no RM can be right on them more than by
+    chance: they add only noise to a paired test of which RM is more accurate."""
+    out = {}
+    for test_set, (pairs, chosen, rejected) in scored.items():
+        right = preferences(chosen, rejected) > 0
+        out[test_set] = right
+        kept = np.array(
+            [getattr(p.rating, "value", p.rating) != "negligibly_better" for p in pairs], dtype=bool
+        )
+        if kept.any() and not kept.all():
+            out[f"{test_set}, {WITH_PREFERENCE}"] = right[kept]
+    return out
+
+
 def paired_tests(correct: dict[str, dict[str, np.ndarray]]) -> list[dict]:
     """correct[rm][test set]: bool per pair (r_chosen > r_rejected). For every two RMs and test set:
     their accuracies, the discordant counts and the McNemar p-value."""
@@ -219,7 +239,7 @@ def compare_rms(
         summary["plots"] = write_plots(scored, summary, out_dir, prefix=file_prefix(name), title=name)
         result["rms"][name] = {"path": str(path), "summary": summary}
         prefs[name] = np.concatenate([preferences(c, r) for _, c, r in scored.values()])
-        correct[name] = {t: preferences(c, r) > 0 for t, (_, c, r) in scored.items()}
+        correct[name] = paired_outcomes(scored)
     result["agreement"] = agreement_matrix(prefs)
     result["paired"] = paired_tests(correct)
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -282,7 +302,9 @@ def report_blocks(result: dict) -> list[tuple]:
             (
                 "p",
                 "On each test set, the pairs only one of two RMs gets right, and the exact McNemar p-value "
-                'of "both are equally accurate" (small: the accuracy gap is not chance).',
+                'of "both are equally accurate" (small: the accuracy gap is not chance). Rows "with a '
+                'preference" leave out the negligibly-better pairs, whose two answers are of one quality, '
+                "so that only pairs an RM can get right by more than chance are counted.",
             ),
             (
                 "table",
@@ -331,7 +353,7 @@ def rm_blocks(name: str, path: str, s: dict, sets: list[str]) -> list[tuple]:
         (
             "table",
             ["category", "accuracy"],
-            [[c, fmt_cell(s["accuracy_by_category"][c])] for c in CATEGORIES],
+            [[c, fmt_cell(cell)] for c, cell in s["accuracy_by_category"].items()],
         ),
         ("h3", "Agreement with the gold graders"),
         (
@@ -342,7 +364,7 @@ def rm_blocks(name: str, path: str, s: dict, sets: list[str]) -> list[tuple]:
         (
             "table",
             ["category", "agreement"],
-            [[c, fmt_cell(gold["by_category"][c])] for c in CATEGORIES] + [["all", fmt_cell(gold)]],
+            [[c, fmt_cell(cell)] for c, cell in gold["by_category"].items()] + [["all", fmt_cell(gold)]],
         ),
         ("h3", "Calibration"),
         (

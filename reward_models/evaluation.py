@@ -34,6 +34,7 @@ from reward_models.health import ScoreHealth
 
 RATINGS = [r.value for r in Rating]
 CATEGORIES = [c.value for c in Category]
+ALWAYS_REPORTED = ("helpfulness", "safety")  # the paper's two; `other` only where the data has it
 CALIBRATION_BINS = 10
 
 
@@ -127,7 +128,10 @@ def gold_agreement(pairs: Sequence[PreferencePair], r_chosen, r_rejected) -> dic
         return {"agreement": out.pop("accuracy"), **out}
 
     everything = [o for rows in outcomes.values() for o in rows]
-    return {**agreement_cell(everything), "by_category": {c: agreement_cell(r) for c, r in outcomes.items()}}
+    return {
+        **agreement_cell(everything),
+        "by_category": {c: agreement_cell(r) for c, r in outcomes.items() if r or c in ALWAYS_REPORTED},
+    }
 
 
 def score_stats(pairs: Sequence[PreferencePair], r_chosen, r_rejected) -> dict:
@@ -167,7 +171,11 @@ def evaluate_scores(pairs: Sequence[PreferencePair], r_chosen, r_rejected) -> di
     return {
         **overall,
         "accuracy_by_rating": by_rating(pairs, correct),
-        "accuracy_by_category": {c: cell(correct[categories == c]) for c in CATEGORIES},
+        "accuracy_by_category": {
+            c: cell(correct[categories == c])
+            for c in CATEGORIES
+            if c in ALWAYS_REPORTED or (categories == c).any()
+        },
         "calibration": calibration(rc, rr),
         "gold_agreement": gold_agreement(pairs, rc, rr),
         "score_stats": score_stats(pairs, rc, rr),

@@ -140,6 +140,20 @@ def test_helpfulness_pairs_grade_as_labelled(rows):
                 assert row["rating"] == Rating.SIGNIFICANTLY_BETTER.value
 
 
+def test_other_pairs_are_unrated_right_answers_against_plain_failures(rows):
+    """The open-source stand-in: category other, no rating, the four failure kinds in near-equal
+    shares, the chosen answer grades right and the rejected one wrong."""
+    data = rows["other_pairs_train.jsonl"]
+    kinds = Counter(row["meta"]["rejected_kind"] for row in data)
+    assert set(kinds) == {"off_topic", "garbled", "deflection", "far_off"}
+    assert max(kinds.values()) < 2 * min(kinds.values())
+    for row in data:
+        assert (row["category"], row["rating"]) == ("other", None)
+        assert grade_helpfulness(row["meta"], row["chosen"]) and not grade_helpfulness(
+            row["meta"], row["rejected"]
+        )
+
+
 def test_helpfulness_errors_are_far_or_near_as_labelled(rows):
     """Far-off numbers miss by at least 30 % (and by 1), near misses by at most 20 % (or 2); far-off
     lists are wrong in at least half the positions, near-miss lists in exactly two."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignment.data.margins import COLUMN, margin_table, pair_margin
-from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, prompt_key, split_by_prompt
+from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, prompt_key, split_by_prompt
 from alignment.data.records import PreferencePair, Rating
 from alignment.errors import PaddockError
 
@@ -44,27 +44,43 @@ def test_custom_table_and_column():
         margin_table("huge")
 
 
-def test_paper_helpfulness_mixture():
-    """Helpfulness anchored at ratio 0.5 with 100 rows -> total 200: 100 helpfulness (all), and
-    0.25 * 200 = 50 each from safety and other."""
-    sources = {
-        "helpfulness": [("h", i) for i in range(100)],
-        "safety": [("s", i) for i in range(300)],
-        "other": [("o", i) for i in range(80)],
-    }
+def category(row) -> str:
+    return {"h": "helpfulness", "s": "safety", "o": "other"}[row[0]]
+
+
+def rows(**counts) -> list:
+    return [(kind, i) for kind, n in counts.items() for i in range(n)]
+
+
+def test_paper_helpfulness_mixture_draws_the_rest_uniformly():
+    """Helpfulness anchored at ratio 0.5 with 100 rows -> total 200: all 100 helpfulness rows, and
+    0.5 * 200 = 100 rows drawn uniformly from the 300 safety + 500 other rows, so about
+    100 * 300 / 800 = 37.5 safety rows (hypergeometric sd ~4.6; 20..55 is > 3.5 sd)."""
+    sources = preset_sources(rows(h=100, s=300, o=500), PAPER_MIXTURES["llama2_helpfulness_rm"], category)
+    assert [len(sources[k]) for k in ("helpfulness", "rest")] == [100, 800]
     mixed, report = build_mixture(sources, PAPER_MIXTURES["llama2_helpfulness_rm"], seed=1)
-    assert report.used == {"helpfulness": 100, "safety": 50, "other": 50}
+    assert report.used == {"helpfulness": 100, "rest": 100}
     assert len(mixed) == 200 and len(set(mixed)) == 200
-    assert {row for row in mixed if row[0] == "h"} == set(sources["helpfulness"])
+    assert {row for row in mixed if row[0] == "h"} == set(rows(h=100))
+    assert 20 <= sum(row[0] == "s" for row in mixed) <= 55
+
+
+def test_paper_helpfulness_mixture_caps_a_small_rest():
+    """With only 60 safety rows as the rest, the rest's 100-row share is capped: all 60 are used."""
+    sources = preset_sources(rows(h=100, s=60), PAPER_MIXTURES["llama2_helpfulness_rm"], category)
+    mixed, report = build_mixture(sources, PAPER_MIXTURES["llama2_helpfulness_rm"], seed=1)
+    assert report.requested == {"helpfulness": 100, "rest": 100}
+    assert report.used == {"helpfulness": 100, "rest": 60} and len(mixed) == 160
 
 
 def test_paper_safety_mixture_is_90_10_and_seeded():
-    """Safety anchored at 0.9 with 90 rows -> total 100 -> 10 helpfulness rows."""
-    sources = {"safety": list(range(90)), "helpfulness": list(range(1000, 1500))}
+    """Safety anchored at 0.9 with 90 rows -> total 100 -> 10 rows from helpfulness and other."""
+    sources = preset_sources(rows(s=90, h=500, o=500), PAPER_MIXTURES["llama2_safety_rm"], category)
+    assert len(sources["rest"]) == 1000
     first, report = build_mixture(sources, PAPER_MIXTURES["llama2_safety_rm"], seed=3)
     again, _ = build_mixture(sources, PAPER_MIXTURES["llama2_safety_rm"], seed=3)
     other, _ = build_mixture(sources, PAPER_MIXTURES["llama2_safety_rm"], seed=4)
-    assert report.used == {"safety": 90, "helpfulness": 10}
+    assert report.used == {"safety": 90, "rest": 10}
     assert first == again and first != other
 
 

@@ -234,3 +234,29 @@ def test_paired_tests_count_only_discordant_pairs():
     assert (row["only_a"], row["only_b"]) == (2, 0)
     assert row["accuracy_a"] == 0.75 and row["accuracy_b"] == 0.25
     assert row["p_value"] == pytest.approx(0.5)
+
+
+def test_paired_outcomes_add_a_set_without_negligibly_better_pairs():
+    """Four pairs rated better, negligibly, slightly, negligibly; the RM is right on 0 and 1 (chosen
+    above rejected), wrong on 2 (below) and on 3 (a tie). The full set keeps all four; "with a
+    preference" keeps pairs 0 and 2: [right, wrong]. A set with no negligibly-better pair, or only
+    such pairs, gets no second entry (it would repeat the first or be empty)."""
+    from alignment.data.records import PreferencePair, Rating
+    from reward_models.compare import WITH_PREFERENCE, paired_outcomes
+
+    def pairs(*ratings):
+        return [
+            PreferencePair([{"role": "user", "content": "q"}], "a", "b", rating=Rating(r)) for r in ratings
+        ]
+
+    rated = pairs("better", "negligibly_better", "slightly_better", "negligibly_better")
+    out = paired_outcomes(
+        {
+            "mixed": (rated, [2.0, 1.0, 0.0, 0.5], [1.0, 0.0, 1.0, 0.5]),
+            "plain": (pairs("better", "better"), [1.0, 0.0], [0.0, 1.0]),
+            "ties": (pairs("negligibly_better"), [1.0], [0.0]),
+        }
+    )
+    assert list(out) == ["mixed", f"mixed, {WITH_PREFERENCE}", "plain", "ties"]
+    assert out["mixed"].tolist() == [True, True, False, False]
+    assert out[f"mixed, {WITH_PREFERENCE}"].tolist() == [True, False]

@@ -5,9 +5,15 @@ helpfulness data plus an equal amount drawn from the rest, the safety RM on safe
 90/10 with helpfulness data. A mixture here is a table of named sources, each taking either
 `count` rows, a `fraction` of its rows, or a `ratio` of the final mixture. Ratios need a total:
 given explicitly, or fixed by an `anchor` source that contributes all its rows at its ratio.
+`cap: true` takes all of a source's rows when it has fewer than its share (instead of an error).
 
     helpfulness RM: {helpful: {ratio: 0.5, anchor: true}, safety: {ratio: 0.25}, other: {ratio: 0.25}}
     safety RM:      {safety: {ratio: 0.9, anchor: true}, helpful: {ratio: 0.1}}
+
+The presets (PAPER_MIXTURES) name record categories, and their `rest` is every category the
+preset does not name, drawn uniformly from the union: the paper's helpfulness RM takes "equal
+parts of the remaining data uniformly sampled from Meta Safety and from the open-source datasets",
+so safety's share of that half follows how much safety data there is next to the other data.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from alignment.errors import PaddockError
 PAPER_MIXTURES = {
     "llama2_helpfulness_rm": {
         "helpfulness": {"ratio": 0.5, "anchor": True},
-        "safety": {"ratio": 0.25},
-        "other": {"ratio": 0.25},
+        "rest": {"ratio": 0.5, "cap": True},
     },
-    "llama2_safety_rm": {"safety": {"ratio": 0.9, "anchor": True}, "helpfulness": {"ratio": 0.1}},
+    "llama2_safety_rm": {"safety": {"ratio": 0.9, "anchor": True}, "rest": {"ratio": 0.1, "cap": True}},
 }
-KEYS = {"count", "fraction", "ratio", "anchor", "replace"}
+REST = "rest"  # in a preset: every category the preset does not name
+KEYS = {"count", "fraction", "ratio", "anchor", "replace", "cap"}
 
 
 @dataclass
@@ -64,6 +70,15 @@ def _wanted(spec: Mapping[str, Mapping], sizes: Mapping[str, int], total: int | 
     return wanted
 
 
+def preset_sources(rows: Sequence, preset: Mapping[str, Mapping], category_of: Callable) -> dict[str, list]:
+    """Rows grouped for a preset: each category it names gets that category's rows, `rest` the rows
+    of every category it does not name (in their given order)."""
+    return {
+        key: [r for r in rows if (category_of(r) not in preset if key == REST else category_of(r) == key)]
+        for key in preset
+    }
+
+
 def build_mixture(
     sources: Mapping[str, Sequence], spec: Mapping[str, Mapping], seed: int = 0, total: int | None = None
 ) -> tuple[list, MixtureReport]:
@@ -82,6 +97,8 @@ def build_mixture(
     mixed, used = [], {}
     for name in sorted(spec):  # sorted: the draw must not depend on the recipe's key order
         rows, n = list(sources[name]), wanted[name]
+        if spec[name].get("cap"):
+            n = min(n, len(rows))
         if n > len(rows) and not spec[name].get("replace"):
             raise PaddockError(
                 f"mixture source {name!r}: {n} rows wanted, {len(rows)} available "

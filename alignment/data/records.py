@@ -43,6 +43,9 @@ RATING_ALIASES = {
 class Category(str, Enum):
     HELPFULNESS = "helpfulness"
     SAFETY = "safety"
+    # General preference data from neither annotation effort, as the paper's open-source sets
+    # (Anthropic HH, SHP, Synthetic GPT-J, ...): the reward-model mixtures draw their "rest" from it.
+    OTHER = "other"
 
 
 Message = dict  # {"role": str, "content": str}

@@ -15,6 +15,7 @@ WHAT = {
     "gatt_dialogues": "multi-turn dialogues under a checkable system instruction, with compliant answers",
     "gatt_instructions": "Ghost Attention instructions: full text, short form, checks, split",
     "helpfulness_pairs": "preference pairs on checkable tasks; how plain the quality gap is sets the rating",
+    "other_pairs": "unrated general pairs (right answer vs a plain failure), the open-source sets' stand-in",
     "rl_prompts": "prompts for rejection sampling / PPO, tagged helpfulness or safety, with grader meta",
     "safety_pairs": "refusals vs placeholder compliance or weaker refusals; helpful answer vs false refusal",
     "sft": "SFT dialogues: single- and multi-turn tasks, refusals, borderline answers, system instructions",
@@ -43,6 +44,11 @@ Right and wrong answers share the same templates and openers ("Sure!", "Of cours
 the answer differs; telling a near miss from the right answer takes doing the task. A bigger,
 plainer difference is easier to tell apart, so reward-model accuracy should fall from the first
 bucket to the last.
+
+**Other pairs** (`rows.py`). A stand-in for the paper's open-source preference sets, which the
+reward-model mixtures draw their "rest" from together with the safety pairs: fresh tasks, the clear
+right answer against one plain failure (off-topic, garbled, a deflection or far off) in turn, no
+rating (the open-source sets have none, so these pairs get no margin), train split only.
 
 **Safety pairs** (`safety_prompts.py`, `borderline.py`, `rows.py`). Answers to harmful prompts,
 safe ones best first: refuse, say why and redirect to something helpful; refuse and say why; a curt

@@ -33,6 +33,7 @@ from alignment.gym.rows import (
     gatt_dialogue,
     helpfulness_pair,
     msg,
+    other_pair,
     prompt_context,
     rl_prompt,
     safety_meta,
@@ -51,6 +52,7 @@ COUNTS = {
     "rl_safety": (500, 150),
     "gatt_dialogues": (600, 200),
 }
+OTHER_PAIRS = 5000  # train only: the RM mixtures' "rest"; no test file, as the paper reports none
 BORDERLINE_PAIR_SHARE = 0.25  # of the safety pairs: benign prompts, where refusing is wrong
 HELD_OUT_TOPICS = 2  # safety topics per risk category kept for test
 HELD_OUT_ITEMS = 12  # borderline items kept for test
@@ -179,6 +181,9 @@ def build(seed: int = 0) -> dict[str, list[dict]]:
         out[f"gatt_dialogues_{split}.jsonl"] = _gatt_dialogues(
             rng(f"gatt_dialogues_{split}"), seen, instructions, split, n["gatt_dialogues"]
         )
+    # Drawn last, so adding it left every other file byte-identical.
+    r = rng("other_pairs_train")
+    out["other_pairs_train.jsonl"] = [other_pair(r, seen, i) for i in range(OTHER_PAIRS)]
     return dict(sorted(out.items()))
 
 

@@ -98,6 +98,37 @@ def helpfulness_pair(rng: random.Random, seen: set, rating: Rating, index: int) 
     return pair.to_dict()
 
 
+# ---- other (open-source-style) pairs -------------------------------------------------------------
+
+# Stand-ins for the paper's open-source preference sets (Table 6), which the reward-model mixtures
+# draw their "rest" from next to the safety data: general, unrated pairs (the open-source sets carry
+# no Likert rating, so they get no margin) whose rejected answer is a plain failure, as in the
+# Synthetic GPT-J set (a human answer against a weak model's). Tasks are fresh ones, so no prompt of
+# a test file appears here.
+OTHER_REJECTED = ("off_topic", "garbled", "deflection", "far_off")
+
+
+def other_pair(rng: random.Random, seen: set, index: int) -> dict:
+    task = draw_task(rng, seen)
+    written = {}
+
+    def make(kind: str) -> str:
+        text, written[text] = respond(task, kind, rng)
+        return text
+
+    chosen, rejected = two_answers(make, "clear", OTHER_REJECTED[index % len(OTHER_REJECTED)], rng)
+    pair = PreferencePair(
+        [msg("user", task.question)],
+        chosen,
+        rejected,
+        Category.OTHER,
+        None,
+        source=f"gym/other/{task.kind}",
+        meta={**task.meta(), "chosen_kind": "clear", "rejected_kind": written[rejected]},
+    )
+    return pair.to_dict()
+
+
 # ---- safety ------------------------------------------------------------------------------------
 
 # rating -> (chosen kind, rejected kind) pair types on harmful prompts (see `safety_prompts`). As in

@@ -180,7 +180,7 @@ class SourceConfig:
         default="raise",
     )
     options: dict = setting("Adapter-specific options, passed through to the adapter.", default_factory=dict)
-    category: Literal["helpfulness", "safety"] | None = setting(
+    category: Literal["helpfulness", "safety", "other"] | None = setting(
         "Category for every record of this source; null keeps what the adapter reports.", default=None
     )
 
@@ -261,7 +261,8 @@ class DataConfig:
     sources: list[SourceConfig] = setting("Training sources (at least one).")
     mixture: dict[str, dict] | str | None = setting(
         "How to mix the sources: per source name one of `count` / `fraction` / `ratio` (plus `anchor`, "
-        f"`replace`), or a preset ({', '.join(PAPER_MIXTURES)}); null concatenates all sources.",
+        f"`replace`, `cap`), or a preset ({', '.join(PAPER_MIXTURES)}) over record categories, whose "
+        "`rest` is every category it does not name; null concatenates all sources.",
         default=None,
     )
     test_sources: list[SourceConfig] = setting(

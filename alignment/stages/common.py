@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from alignment import distributed
 from alignment.data import loading
-from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, split_by_prompt
+from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
 from alignment.runs import StageDir, save_figure, write_json
@@ -140,12 +141,11 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     else:
         spec = PAPER_MIXTURES[data.mixture] if isinstance(data.mixture, str) else data.mixture
         if isinstance(data.mixture, str):  # presets name categories; sources are grouped by category
-            by_name = {
-                key: [r for rows in by_name.values() for r in rows if _category(r) == key] for key in spec
-            }
+            everything = [r for rows in by_name.values() for r in rows]
+            by_name = preset_sources(everything, spec, _category)
             spec = {key: value for key, value in spec.items() if by_name[key] or "anchor" in value}
         rows, mix = build_mixture(by_name, spec, seed=ctx.seed)
-        report["mixture"] = mix.to_dict()
+        report["mixture"] = {**mix.to_dict(), "by_category": dict(Counter(_category(r) for r in rows))}
     prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
     if data.test_sources:
         test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
