@@ -11,7 +11,9 @@ then one clipped policy + value gradient step per minibatch (alignment/rl/functi
 
 - Paddock: PPOTrainer (alignment/rl/ppo.py) unchanged. The policy's adapter "default", the reference
   is the base with adapters off (AdapterReference), the critic a second adapter "critic" on the same
-  base plus a value head (AdapterCritic). Rollouts come from the generation engine, log-probs from
+  base plus a value head (AdapterCritic). Rollouts come from the generation engine on the trainer's
+  merged bf16 copy of the policy (alignment/rl/sampler.py; rewriting it before each rollout is
+  timed as generation; `--no-merged-sampling` samples from the PEFT policy instead), log-probs from
   the fused linear + log-prob kernel. Phases are timed by wrapping the engine call, the reference,
   the critic and the reward function; the trainer's code is not changed.
 - transformers: LlamaForCausalLM + PEFT LoRA policy sampled with `generate` (left-padded prompts,
@@ -134,7 +136,7 @@ def select_prompts(tokenizer, batch: int, target: int, path: Path = PROMPTS) -> 
 
 
 def settings(args) -> PPOSettings:
-    return PPOSettings(minibatch_size=args.minibatch)
+    return PPOSettings(minibatch_size=args.minibatch, merged_sampling=not args.no_merged_sampling)
 
 
 def make_reward_fn(scorer: RewardScorer):
@@ -234,6 +236,15 @@ class PaddockSide:
             autocast=True,
         )
         self.records, self.prompt_ids = records, prompt_ids
+        sampler = self.trainer.sampler
+        if sampler is not None:  # copying the policy into the merged copy is part of generating
+            refresh = sampler.refresh
+
+            def timed_refresh():
+                with CLOCK("generation"):
+                    refresh()
+
+            sampler.refresh = timed_refresh
 
     def iteration(self, seed: int) -> dict:
         """PPOTrainer.iteration, with the rollout and the update timed apart."""
@@ -453,6 +464,8 @@ def child_memory(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--measure-memory", name]
     for key in ("batch", "prompt_tokens", "new_tokens", "minibatch", "threads", "base_dtype"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.no_merged_sampling:
+        cmd.append("--no-merged-sampling")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -476,6 +489,9 @@ def main() -> None:
         help="dtype of the frozen base weights (LoRA adapters and heads stay fp32; bf16 autocast either way)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--no-merged-sampling", action="store_true", help="Paddock samples from the PEFT policy itself"
+    )
     parser.add_argument("--measure-memory", choices=sorted(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
