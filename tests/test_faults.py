@@ -136,6 +136,26 @@ def test_a_stage_killed_at_more_points_resumes_to_the_same_result(rl_run, stage_
     check_kill(rl_run, stage_name, seed=seed, out=tmp_path / "runs")
 
 
+def test_rejection_sampling_resumed_after_a_finished_iteration_matches(rl_run, tmp_path):
+    """The window a timed kill hits only now and then: iteration 1 finished (samples, fine-tune and
+    done marker on disk), nothing after it. The re-run skips iteration 1's fine-tune, whose LoRA
+    dropout drew from torch's RNG in the uninterrupted run; without the RNG state saved with the
+    iteration, iteration 2's fine-tune draws other dropout masks and ends on other weights."""
+    out = tmp_path / "runs"
+    shutil.copytree(rl_run / "runs", out)
+    stage = out / "tiny" / "rejection_sampling"
+    for path in stage.iterdir():
+        if path.name != "iter-01":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert (stage / "iter-01" / "trainable.safetensors").is_file()
+    command = ["run", str(rl_run / "recipe.yaml"), f"output_dir={out}", "--stage", "rejection_sampling"]
+    again = paddock(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    got, want = stage_artifacts(stage), stage_artifacts(rl_run / "runs/tiny/rejection_sampling")
+    assert_same_weights(got.pop("weights"), want.pop("weights"))
+    assert got == want
+
+
 # --- writes a kill can tear -------------------------------------------------------------------
 
 

@@ -19,7 +19,9 @@ summation order). Only the main process logs and checkpoints.
 from __future__ import annotations
 
 import math
+import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -144,7 +146,14 @@ def train(
     )
     start = 0
     checkpoint = latest_checkpoint(stage.checkpoints)
-    if checkpoint is not None:
+    if checkpoint is None:
+        # The loop's own randomness (dropout) must not depend on what ran before it: a resumed
+        # stage skips finished work (cached samples, reward models it no longer loads) whose
+        # draws the uninterrupted run made. A checkpoint restores the state instead.
+        seed = settings.seed * 1_000_003 + zlib.crc32(stage.root.name.encode())
+        torch.manual_seed(seed)
+        random.seed(seed)
+    else:
         restore = fsdp.restore(optimizer) if fsdp else None
         start = load_training_checkpoint(checkpoint, model, optimizer, scheduler, restore)["step"]
     stage.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
