@@ -66,12 +66,11 @@ HELPFULNESS_PAIRS = {
 }
 
 
-def helpfulness_pair(rng: random.Random, seen: set, rating: Rating, index: int) -> dict:
-    """Pair type `index` (cycled) of the rating's list; both answers differ in text."""
-    task = draw_task(rng, seen)
-    context, context_keys = prompt_context(rng, seen)
-    kinds = HELPFULNESS_PAIRS[rating]
-    chosen_kind, rejected_kind = kinds[index % len(kinds)]
+def task_answers(
+    task: Task, chosen_kind: str, rejected_kind: str, rng: random.Random
+) -> tuple[str, str, str]:
+    """Two different answers to a task and the rejected one's kind as written (an off-topic
+    fallback of a garbled answer says so)."""
     written = {}
 
     def make(kind: str) -> str:
@@ -79,7 +78,16 @@ def helpfulness_pair(rng: random.Random, seen: set, rating: Rating, index: int) 
         return text
 
     chosen, rejected = two_answers(make, chosen_kind, rejected_kind, rng)
-    rejected_kind = written[rejected]  # an off-topic fallback of a garbled answer says so
+    return chosen, rejected, written[rejected]
+
+
+def helpfulness_pair(rng: random.Random, seen: set, rating: Rating, index: int) -> dict:
+    """Pair type `index` (cycled) of the rating's list; both answers differ in text."""
+    task = draw_task(rng, seen)
+    context, context_keys = prompt_context(rng, seen)
+    kinds = HELPFULNESS_PAIRS[rating]
+    chosen_kind, rejected_kind = kinds[index % len(kinds)]
+    chosen, rejected, rejected_kind = task_answers(task, chosen_kind, rejected_kind, rng)
     meta = {
         **task.meta(),
         "chosen_kind": chosen_kind,
@@ -110,13 +118,9 @@ OTHER_REJECTED = ("off_topic", "garbled", "deflection", "far_off")
 
 def other_pair(rng: random.Random, seen: set, index: int) -> dict:
     task = draw_task(rng, seen)
-    written = {}
-
-    def make(kind: str) -> str:
-        text, written[text] = respond(task, kind, rng)
-        return text
-
-    chosen, rejected = two_answers(make, "clear", OTHER_REJECTED[index % len(OTHER_REJECTED)], rng)
+    chosen, rejected, rejected_kind = task_answers(
+        task, "clear", OTHER_REJECTED[index % len(OTHER_REJECTED)], rng
+    )
     pair = PreferencePair(
         [msg("user", task.question)],
         chosen,
@@ -124,7 +128,7 @@ def other_pair(rng: random.Random, seen: set, index: int) -> dict:
         Category.OTHER,
         None,
         source=f"gym/other/{task.kind}",
-        meta={**task.meta(), "chosen_kind": "clear", "rejected_kind": written[rejected]},
+        meta={**task.meta(), "chosen_kind": "clear", "rejected_kind": rejected_kind},
     )
     return pair.to_dict()
 
