@@ -51,17 +51,22 @@ class MergedSampler:
         lora = _lora_layers(inner)
         sources = dict(inner.named_parameters())
         sources.update(inner.named_buffers())
-        # (target tensor, source tensor, LoRA layer whose delta to add or None), made once.
+        # (target, source, LoRA layer whose delta to add or None) for what `refresh` rewrites: the
+        # adapted weights and anything trainable. The frozen rest (embeddings, norms, buffers) is
+        # copied here once.
         self._copies = []
-        for name, target in [*self.model.named_parameters(), *self.model.named_buffers()]:
-            module_name, _, leaf = name.rpartition(".")
-            if module_name in lora:
-                layer = lora[module_name]
-                self._copies.append(
-                    (target, getattr(layer.base_layer, leaf), layer if leaf == "weight" else None)
-                )
-            else:
-                self._copies.append((target, sources[name], None))
+        with torch.no_grad():
+            for name, target in [*self.model.named_parameters(), *self.model.named_buffers()]:
+                module_name, _, leaf = name.rpartition(".")
+                if module_name in lora:
+                    layer = lora[module_name]
+                    source, delta = getattr(layer.base_layer, leaf), layer if leaf == "weight" else None
+                else:
+                    source, delta = sources[name], None
+                if delta is None and not source.requires_grad:
+                    target.copy_(source)
+                else:
+                    self._copies.append((target, source, delta))
         self.refresh()
 
     @torch.no_grad()
