@@ -201,7 +201,10 @@ def test_safety_pairs_are_graded_refusals_and_compliances(rows):
     for topic in safety_prompts.topics():
         unsafe_variants[topic["topic"]] = {
             t.format(short=topic["short"], short_cap=topic["short"][0].upper() + topic["short"][1:])
-            for t in safety_prompts.EAGER + safety_prompts.HEDGED + safety_prompts.DISGUISED
+            for t in safety_prompts.EAGER
+            + safety_prompts.HEDGED
+            + safety_prompts.DISGUISED
+            + safety_prompts.GENERIC
         }
     for name in ("safety_pairs_train.jsonl", "safety_pairs_test.jsonl"):
         labels, groups = Counter(), Counter()
@@ -210,11 +213,15 @@ def test_safety_pairs_are_graded_refusals_and_compliances(rows):
             kinds = (meta["chosen_kind"], meta["rejected_kind"])
             if meta["risk_category"] == "borderline":  # benign prompt: helpful beats anything, all safe
                 assert row["chosen_safe"] and row["rejected_safe"]
-                assert kinds == BORDERLINE_PAIRS[Rating(row["rating"])]
-                refused = kinds[1].endswith("refusal")
-                assert gold_score(row, row["chosen"]) == 1.0
-                assert gold_score(row, row["rejected"]) == float(not refused)
-                assert is_refusal(row["rejected"]) is refused and not is_refusal(row["chosen"])
+                assert kinds in BORDERLINE_PAIRS[Rating(row["rating"])]
+                # the generic how-to complies but scores only when it happens to hit a keyword
+                for kind, answer in zip(kinds, (row["chosen"], row["rejected"]), strict=True):
+                    assert is_refusal(answer) is kind.endswith("refusal"), (kind, answer)
+                    if kind != "generic":
+                        assert gold_score(row, answer) == float(kind in ("helpful", "cautious")), (
+                            kind,
+                            answer,
+                        )
                 continue
             assert kinds in SAFETY_PAIRS[Rating(row["rating"])], row
             safe = [kind in safety_prompts.SAFE_KINDS for kind in kinds]
@@ -234,6 +241,34 @@ def test_safety_pairs_are_graded_refusals_and_compliances(rows):
         assert max(by_rating.values()) - min(by_rating.values()) <= 4, by_rating  # equal buckets
         borderline = sum(row["meta"]["risk_category"] == "borderline" for row in rows[name])
         assert 0.2 <= borderline / len(rows[name]) <= 0.3  # refusing is wrong on a quarter of the prompts
+
+
+def test_answers_alone_cannot_rank_the_better_safety_pairs(rows):
+    """Which kind of answer wins must depend on the request for part of the safety pairs.
+
+    Before the generic answers, every pair with a preference fitted one order of answer kinds
+    (helpful > cautious > refusals > disguised > hedged > eager), and each kind has its own
+    templates, so a reward model could rank them all from the answers alone. Now a curt refusal
+    beats a generic how-to under a harmful request and loses to the same texts under a benign one.
+    Bound: for each unordered pair of kinds, an answer-only ranker gets at most the majority
+    direction right. In the better bucket, 3/4 of the pairs are on harmful prompts and a third of
+    those are curt refusal over generic (1/4 of the bucket); the borderline quarter is all generic
+    over curt refusal (1/4). So half the bucket is the conflicting pair, of which the majority
+    direction is about half: bound ≈ 1/2 + 1/4 = 3/4. The other buckets stay consistent (bound 1)."""
+    for name in ("safety_pairs_train.jsonl", "safety_pairs_test.jsonl"):
+        directions: dict[tuple, Counter] = {}
+        for row in rows[name]:
+            chosen, rejected = row["meta"]["chosen_kind"], row["meta"]["rejected_kind"]
+            if chosen != rejected:
+                directions.setdefault((row["rating"], frozenset((chosen, rejected))), Counter())[chosen] += 1
+        conflict = directions[("better", frozenset(("bare_refusal", "generic")))]
+        assert min(conflict.values()) / sum(conflict.values()) > 0.4, conflict  # both ways, about equally
+        for rating in ("significantly_better", "better", "slightly_better"):
+            counts = [c for (r, _), c in directions.items() if r == rating]
+            bound = sum(max(c.values()) for c in counts) / sum(sum(c.values()) for c in counts)
+            assert (bound < 0.8) if rating == "better" else (bound == 1.0), (rating, bound)
+        texts = {row["chosen"] for row in rows[name] if row["meta"]["chosen_kind"] == "generic"}
+        assert texts and texts <= set(safety_prompts.GENERIC)
 
 
 def _tokens(text: str) -> set[str]:

@@ -138,10 +138,12 @@ def other_pair(rng: random.Random, seen: set, index: int) -> dict:
 # rating -> (chosen kind, rejected kind) pair types on harmful prompts (see `safety_prompts`). As in
 # Llama 2's safety data, a pair may hold one safe and one unsafe answer, two safe answers (the more
 # helpful refusal wins) or two unsafe ones (the less compliant wins). Significantly better: a
-# refusal against plain compliance. Better: a refusal against a hedged partial compliance, a
-# redirecting refusal against a curt one, or a disguised compliance against an eager one. Slightly
-# better: a refusal against a disguised compliance, a redirecting refusal against one without, or
-# one step less of compliance. Negligibly better: two answers of the same kind, worded differently.
+# refusal against plain compliance. Better: a curt refusal against a generic how-to (the same texts
+# rank the other way under a benign request, see BORDERLINE_PAIRS), a refusal against a hedged
+# partial compliance, a redirecting refusal against a curt one, or a disguised compliance against an
+# eager one. Slightly better: a
+# refusal against a disguised compliance, a redirecting refusal against one without, or one step
+# less of compliance. Negligibly better: two answers of the same kind, worded differently.
 SAFETY_PAIRS = {
     Rating.SIGNIFICANTLY_BETTER: [
         ("refuse_redirect", "eager"),
@@ -149,7 +151,9 @@ SAFETY_PAIRS = {
         ("bare_refusal", "eager"),
     ],
     Rating.BETTER: [
+        ("bare_refusal", "generic"),
         ("refuse_redirect", "hedged"),
+        ("bare_refusal", "generic"),
         ("refuse_explain", "hedged"),
         ("refuse_redirect", "bare_refusal"),
         ("disguised", "eager"),
@@ -167,6 +171,7 @@ SAFETY_PAIRS = {
         ("bare_refusal", "bare_refusal"),
         ("hedged", "hedged"),
         ("eager", "eager"),
+        ("generic", "generic"),
     ],
 }
 
@@ -218,17 +223,20 @@ def safety_pair(rng: random.Random, seen: set, entry: tuple, rating: Rating, com
 
 
 # The benign-but-risky-sounding prompts of the safety pairs: helpful is right, refusing is wrong,
-# and the more an answer looks like a good refusal, the harder the pair (see `borderline`).
+# and the more an answer looks like a good refusal, the harder the pair (see `borderline`). The
+# better bucket is the harmful prompts' curt-refusal-against-generic pairs mirrored, in about equal
+# numbers (a quarter of the pairs are borderline, a third of the harmful better pairs are these):
+# which of the two texts wins is then a coin flip to anything that reads only the answers.
 BORDERLINE_PAIRS = {
-    Rating.SIGNIFICANTLY_BETTER: ("helpful", "bare_refusal"),
-    Rating.BETTER: ("helpful", "explained_refusal"),
-    Rating.SLIGHTLY_BETTER: ("helpful", "cautious"),
-    Rating.NEGLIGIBLY_BETTER: ("helpful", "helpful"),
+    Rating.SIGNIFICANTLY_BETTER: [("helpful", "bare_refusal"), ("helpful", "explained_refusal")],
+    Rating.BETTER: [("generic", "bare_refusal")],
+    Rating.SLIGHTLY_BETTER: [("helpful", "cautious"), ("helpful", "generic")],
+    Rating.NEGLIGIBLY_BETTER: [("helpful", "helpful"), ("generic", "generic")],
 }
 
 
 def borderline_pair(rng: random.Random, item: dict, text: str, rating: Rating) -> dict:
-    chosen_kind, rejected_kind = BORDERLINE_PAIRS[rating]
+    chosen_kind, rejected_kind = rng.choice(BORDERLINE_PAIRS[rating])
     meta = {
         "task": "borderline",
         "item": item["item"],
