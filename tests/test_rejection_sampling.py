@@ -11,7 +11,7 @@ from alignment.base_model.generation import SamplingConfig, generate_from_tokens
 from alignment.base_model.modeling import PaddockLlamaForCausalLM
 from alignment.data.records import RLPrompt
 from alignment.runs import StageDir
-from alignment.stages.rejection_sampling import best_vs_median, select_best, update_pool
+from alignment.stages.rejection_sampling import best_vs_median, gold_pair_agreement, select_best, update_pool
 from alignment.stages.sft import collate, lm_loss
 from alignment.training.loop import LoopSettings, train
 from tests.conftest import tiny_config
@@ -30,6 +30,41 @@ def test_select_best_keeps_the_top_answer_per_prompt_and_the_first_on_ties():
     records = [RLPrompt([{"role": "user", "content": "a"}]), RLPrompt([{"role": "user", "content": "b"}])]
     kept = select_best(records, ["a0", "a1", "a2", "b0", "b1", "b2"], [0.1, 0.9, 0.5, 2.0, 2.0, 1.0], k=3)
     assert [(k["text"], k["reward"]) for k in kept] == [("a1", 0.9), ("b0", 2.0)]
+
+
+def test_select_best_with_a_greedy_candidate_keeps_it_only_when_no_sample_beats_it():
+    """Prompt a: samples 0.1, 0.9, greedy 0.5 -> sample a1 (index 1). Prompt b: samples -1, 0.2,
+    greedy 0.7 -> the greedy answer (index K = 2). Prompt c: samples 0.3, 0.0, greedy 0.3 -> a tie,
+    which goes to the sample c0, so the greedy answer wins only by beating every sample."""
+    records = [RLPrompt([{"role": "user", "content": c}]) for c in "abc"]
+    texts, rewards = ["a0", "a1", "b0", "b1", "c0", "c1"], [0.1, 0.9, -1.0, 0.2, 0.3, 0.0]
+    kept = select_best(records, texts, rewards, k=2, extra=(["ag", "bg", "cg"], [0.5, 0.7, 0.3]))
+    assert [(k["text"], k["reward"], k["sample"]) for k in kept] == [
+        ("a1", 0.9, 1),
+        ("bg", 0.7, 2),
+        ("c0", 0.3, 0),
+    ]
+
+
+def test_gold_pair_agreement_counts_each_gold_ordered_pair_once():
+    """Prompt "2+3" (gold 5), K = 3 samples "5", "6", "5" with rewards 1.0, 2.0, 0.5: the gold-ordered
+    pairs are (s0 > s1) and (s2 > s1); the reward agrees with neither (1.0 < 2.0, 0.5 < 2.0).
+    Prompt "1+1" (gold 2): "2", "3", "4" with rewards 3, 1, 1: pairs (s0 > s1), (s0 > s2), both
+    agree. Prompt "4+4": all three wrong, no pair. A harmful prompt: "I can't help with that."
+    (refusal, gold 1) and two compliances, rewards 0, 0, -1: pairs (s0 > s1) a tie -> 1/2, and
+    (s0 > s2) agrees. Total (0 + 0 + 1 + 1 + 0.5 + 1) / 6 = 3.5 / 6 over 3 prompts with a pair."""
+
+    def task(q, a):
+        return RLPrompt([{"role": "user", "content": q}], meta={"answer_type": "number", "answer": a})
+
+    harmful = RLPrompt(
+        [{"role": "user", "content": "x"}], category="safety", meta={"risk_category": "cybercrime"}
+    )
+    records = [task("2+3", 5), task("1+1", 2), task("4+4", 8), harmful]
+    texts = ["5", "6", "5", "2", "3", "4", "1", "2", "3", "I can't help with that.", "Sure: a", "Sure: b"]
+    rewards = [1.0, 2.0, 0.5, 3.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    result = gold_pair_agreement(records, texts, rewards, k=3)
+    assert result == {"agreement": pytest.approx(3.5 / 6), "pairs": 6, "prompts": 3}
 
 
 def test_pool_keeps_the_best_answer_per_prompt_across_iterations():

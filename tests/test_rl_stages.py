@@ -71,6 +71,7 @@ def write_pipeline_recipe(tmp, tiny_checkpoint):  # noqa: F811
         rm_stage("rm_safety", "llama2_safety_rm"),
         {"type": "rejection_sampling", "init_from": "sft", "iterations": 2, "prompts_per_iteration": 6,
          "samples_per_prompt": 3, "max_new_tokens": 8, "pool_from_iteration": 2, "gold": gold,
+         "greedy_candidate": True,
          "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
          "data": prompts},
         {"type": "gatt", "n_dialogues": 4, "max_turns": 2, "max_new_tokens": 8,
@@ -126,6 +127,12 @@ def test_rejection_sampling_writes_the_curve_pool_and_gold(rl_run):
     assert curve["best"] == sorted(curve["best"])  # the max over more samples never falls
     assert curve["best"][0] == curve["median"][0]  # one sample: best is the median
     assert first["kept_mean_reward"] >= first["mean_reward"]
+    for report in (first, second):  # the greedy answer is a candidate: the kept ones never score below it
+        assert (
+            report["kept_mean_reward"] >= report["greedy_mean_reward"]
+            and 0 <= report["kept_greedy_share"] <= 1
+        )
+        assert "greedy" in json.loads((out / f"iter-{report['iteration']:02d}/samples.json").read_text())
     assert second["pool_size"] >= first["pool_size"]
     assert {"helpful_correct", "unsafe_compliance", "false_refusal"} <= set(summary["gold_after"])
     assert (out / "plots/best_vs_median.png").is_file() and (out / "COMPLETE").is_file()

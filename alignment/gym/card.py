@@ -17,7 +17,8 @@ WHAT = {
     "helpfulness_pairs": "preference pairs on checkable tasks; how plain the quality gap is sets the rating",
     "other_pairs": "unrated general pairs (right answer vs a plain failure), the open-source sets' stand-in",
     "rl_prompts": "prompts for rejection sampling / PPO, tagged helpfulness or safety, with grader meta",
-    "safety_pairs": "refusals vs placeholder compliance or weaker refusals; helpful answer vs false refusal",
+    "safety_pairs": "refusals vs compliance or weaker refusals; helpful answer vs false refusal; a generic "
+    "how-to that wins or loses by the request",
     "sft": "SFT dialogues: single- and multi-turn tasks, refusals, borderline answers, system instructions",
 }
 

@@ -64,6 +64,13 @@ class RejectionSamplingConfig(StageConfig):
     top_p: float = setting("Nucleus sampling cut (1.0: none).", default=1.0)
     max_new_tokens: int = setting("Answer length cap.", default=96)
     max_prompt_tokens: int = setting("Prompts longer than this are cut from the left.", default=384)
+    greedy_candidate: bool = setting(
+        "Also score the current model's greedy answer to each prompt and keep it when none of the K "
+        "samples beats it (not in the paper). For a small model, sampled answers are mostly worse than "
+        "the greedy one, and best-of-K alone can then train on answers worse than what the model "
+        "already says (docs/rl.md).",
+        default=False,
+    )
     pool_from_iteration: int = setting(
         "From this iteration on, fine-tune on the best answer per prompt over all iterations so far "
         "(paper: 3); before it, on this iteration's best only.",
@@ -109,14 +116,24 @@ def best_vs_median(rewards: list[list[float]]) -> dict[str, list[float]]:
     return {"n": list(range(1, k + 1)), "best": best, "median": median}
 
 
-def select_best(records, texts: list[str], rewards: list[float], k: int) -> list[dict]:
-    """The highest-reward answer of each prompt's K (prompt-major order); ties go to the earliest."""
+def select_best(
+    records,
+    texts: list[str],
+    rewards: list[float],
+    k: int,
+    extra: tuple[list[str], list[float]] | None = None,
+) -> list[dict]:
+    """The highest-reward answer of each prompt's K (prompt-major order); ties go to the earliest.
+    `extra`: one more candidate per prompt (text, reward), after the K, so a tie goes to a sample."""
     kept = []
     for i, record in enumerate(records):
-        scores = rewards[i * k : (i + 1) * k]
-        j = max(range(k), key=lambda x: (scores[x], -x))
+        candidates = list(zip(texts[i * k : (i + 1) * k], rewards[i * k : (i + 1) * k], strict=True))
+        if extra is not None:
+            candidates.append((extra[0][i], extra[1][i]))
+        j = max(range(len(candidates)), key=lambda x: (candidates[x][1], -x))
+        text, reward = candidates[j]
         kept.append(
-            {"key": prompt_key(record.prompt), "index": i, "text": texts[i * k + j], "reward": scores[j]}
+            {"key": prompt_key(record.prompt), "index": i, "text": text, "reward": reward, "sample": j}
         )
     return kept
 
@@ -144,14 +161,17 @@ class _Scorer:
         return self._scorer(conversations, texts, is_safety)
 
 
-def sample_and_score(ctx, model, tokenizer, scorer, records, temperature: float, seed: int) -> dict:
+def sample_and_score(
+    ctx, model, tokenizer, scorer, records, temperature: float, seed: int, n: int | None = None
+) -> dict:
     cfg: RejectionSamplingConfig = ctx.stage
+    k = cfg.samples_per_prompt if n is None else n
     sampling = sampling_for(
         tokenizer,
         max_new_tokens=cfg.max_new_tokens,
         temperature=temperature,
         top_p=cfg.top_p,
-        n=cfg.samples_per_prompt,
+        n=k,
         seed=seed,
     )
     out = answer(
@@ -163,11 +183,8 @@ def sample_and_score(ctx, model, tokenizer, scorer, records, temperature: float,
         autocast=ctx.recipe.model.precision == "bf16-autocast",
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
-        progress=f"sampling K={cfg.samples_per_prompt} at T={temperature}"
-        if ctx.recipe.logging.progress
-        else None,
+        progress=f"sampling K={k} at T={temperature}" if ctx.recipe.logging.progress else None,
     )
-    k = cfg.samples_per_prompt
     conversations = [r.prompt for r in records for _ in range(k)]
     is_safety = torch.tensor([_category(r) == "safety" for r in records for _ in range(k)])
     scores = scorer(conversations, out.texts, is_safety)
@@ -225,6 +242,49 @@ def gold_of(records, texts: list[str]) -> dict:
     return {f"gold_{c}": statistics.fmean(v) for c, v in by_category.items() if v}
 
 
+def gold_pair_agreement(records, texts: list[str], rewards: list[float], k: int) -> dict:
+    """How often the reward ranks a gold-better sample above a gold-worse one of the same prompt.
+
+    Over every prompt whose K samples get different gold scores, every pair of its samples with a
+    gold difference counts once; a reward tie counts half. This is what best-of-K relies on: pair
+    accuracy on the gym's test pairs does not promise it on the model's own samples.
+    """
+    from alignment.gym.graders import gold_score
+
+    agree, pairs, prompts = 0.0, 0, 0
+    for i, record in enumerate(records):
+        row = {"category": _category(record), "meta": record.meta}
+        try:
+            gold = [gold_score(row, text) for text in texts[i * k : (i + 1) * k]]
+        except (ValueError, KeyError):
+            continue
+        scores = rewards[i * k : (i + 1) * k]
+        found = 0
+        for a in range(k):
+            for b in range(k):
+                if gold[a] > gold[b]:
+                    found += 1
+                    agree += 1.0 if scores[a] > scores[b] else 0.5 if scores[a] == scores[b] else 0.0
+        pairs += found
+        prompts += found > 0
+    return {"agreement": agree / pairs if pairs else None, "pairs": pairs, "prompts": prompts}
+
+
+def agreement_by_category(records, texts: list[str], rewards: list[float], k: int) -> dict:
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(_category(record), []).append(i)
+    return {
+        category: gold_pair_agreement(
+            [records[i] for i in rows],
+            [t for i in rows for t in texts[i * k : (i + 1) * k]],
+            [x for i in rows for x in rewards[i * k : (i + 1) * k]],
+            k,
+        )
+        for category, rows in sorted(groups.items())
+    }
+
+
 def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, temperature) -> tuple[dict, dict]:
     cfg: RejectionSamplingConfig = ctx.stage
     root = ctx.dir.root / f"iter-{iteration:02d}"
@@ -236,10 +296,17 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
         result = sample_and_score(
             ctx, model, tokenizer, scorer, records, temperature, ctx.seed * 7919 + 100 + iteration
         )
+        if cfg.greedy_candidate:
+            result["greedy"] = sample_and_score(ctx, model, tokenizer, scorer, records, 0.0, seed=0, n=1)
         write_atomic(samples_file, json.dumps(result))
     k = cfg.samples_per_prompt
     rewards = result["reward"]
-    kept = select_best(records, result["texts"], rewards, k)
+    greedy = result.get("greedy") if cfg.greedy_candidate else None
+    if cfg.greedy_candidate and greedy is None:
+        raise PaddockError(f"{samples_file} was written without greedy answers: delete it to sample again")
+    kept = select_best(
+        records, result["texts"], rewards, k, (greedy["texts"], greedy["reward"]) if greedy else None
+    )
     pool = update_pool(pool, kept)
     by_key = {prompt_key(r.prompt): r for r in prompts}
     train_set = list(pool.values()) if iteration >= cfg.pool_from_iteration else kept
@@ -274,7 +341,12 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
         "best_vs_median": best_vs_median([rewards[i * k : (i + 1) * k] for i in range(len(records))]),
         "gold_all_samples": gold_of(all_records, result["texts"]),
         "gold_kept": gold_of(kept_records, [item["text"] for item in kept]),
+        "reward_gold_agreement": agreement_by_category(records, result["texts"], rewards, k),
     }
+    if greedy is not None:
+        report["greedy_mean_reward"] = statistics.fmean(greedy["reward"])
+        report["kept_greedy_share"] = statistics.fmean(item["sample"] == k for item in kept)
+        report["gold_greedy"] = gold_of(records, greedy["texts"])
     return report, pool
 
 
