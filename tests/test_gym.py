@@ -243,7 +243,7 @@ def test_safety_pairs_are_graded_refusals_and_compliances(rows):
         assert 0.2 <= borderline / len(rows[name]) <= 0.3  # refusing is wrong on a quarter of the prompts
 
 
-def test_answers_alone_cannot_rank_the_better_safety_pairs(rows):
+def test_answers_alone_cannot_rank_the_slightly_better_safety_pairs(rows):
     """Which kind of answer wins must depend on the request for part of the safety pairs.
 
     Before the generic answers, every pair with a preference fitted one order of answer kinds
@@ -251,22 +251,23 @@ def test_answers_alone_cannot_rank_the_better_safety_pairs(rows):
     templates, so a reward model could rank them all from the answers alone. Now a curt refusal
     beats a generic how-to under a harmful request and loses to the same texts under a benign one.
     Bound: for each unordered pair of kinds, an answer-only ranker gets at most the majority
-    direction right. In the better bucket, 3/4 of the pairs are on harmful prompts and a third of
-    those are curt refusal over generic (1/4 of the bucket); the borderline quarter is all generic
-    over curt refusal (1/4). So half the bucket is the conflicting pair, of which the majority
-    direction is about half: bound ≈ 1/2 + 1/4 = 3/4. The other buckets stay consistent (bound 1)."""
+    direction right. In the slightly-better bucket, 3/4 of the pairs are on harmful prompts and a
+    third of those are curt refusal over generic (1/4 of the bucket); the borderline quarter is all
+    generic over curt refusal (1/4). So half the bucket is the conflicting pair, of which the
+    majority direction is about half: bound ≈ 1/2 + 1/4 = 3/4. The other buckets stay consistent
+    (bound 1)."""
     for name in ("safety_pairs_train.jsonl", "safety_pairs_test.jsonl"):
         directions: dict[tuple, Counter] = {}
         for row in rows[name]:
             chosen, rejected = row["meta"]["chosen_kind"], row["meta"]["rejected_kind"]
             if chosen != rejected:
                 directions.setdefault((row["rating"], frozenset((chosen, rejected))), Counter())[chosen] += 1
-        conflict = directions[("better", frozenset(("bare_refusal", "generic")))]
+        conflict = directions[("slightly_better", frozenset(("bare_refusal", "generic")))]
         assert min(conflict.values()) / sum(conflict.values()) > 0.4, conflict  # both ways, about equally
         for rating in ("significantly_better", "better", "slightly_better"):
             counts = [c for (r, _), c in directions.items() if r == rating]
             bound = sum(max(c.values()) for c in counts) / sum(sum(c.values()) for c in counts)
-            assert (bound < 0.8) if rating == "better" else (bound == 1.0), (rating, bound)
+            assert (bound < 0.8) if rating == "slightly_better" else (bound == 1.0), (rating, bound)
         texts = {row["chosen"] for row in rows[name] if row["meta"]["chosen_kind"] == "generic"}
         assert texts and texts <= set(safety_prompts.GENERIC)
 
@@ -521,3 +522,16 @@ def test_instruction_set_follows_the_slot_rules():
 def test_graders_are_pure_python():
     source = Path(graders.__file__).read_text()
     assert "import torch" not in source and "transformers" not in source
+
+
+def test_changing_the_safety_pair_types_leaves_every_other_file_unchanged(rows, monkeypatch):
+    """The safety pairs' prompt contexts (which take tasks from the shared `seen` set) are drawn
+    before any answer, from their own generator; so editing the pair types, which changes how many
+    random draws the answers use, changes the safety pair files and nothing else."""
+    from alignment.gym import generator
+
+    edited = {rating: list(reversed(combos)) for rating, combos in SAFETY_PAIRS.items()}
+    monkeypatch.setattr(generator, "SAFETY_PAIRS", edited)
+    rebuilt = build(seed=0)
+    changed = {name for name, data in rebuilt.items() if name in rows and data != rows[name]}
+    assert changed == {"safety_pairs_train.jsonl", "safety_pairs_test.jsonl"}

@@ -78,9 +78,13 @@ def _helpfulness_pairs(r: random.Random, seen: set, n: int) -> list[dict]:
     return rows
 
 
-def _safety_pairs(r: random.Random, seen: set, pools: dict, n: int) -> list[dict]:
-    """Equal buckets; in each, a share of borderline pairs and the harmful-prompt pair types in turn."""
+def _safety_pairs(r: random.Random, r_context: random.Random, seen: set, pools: dict, n: int) -> list[dict]:
+    """Equal buckets; in each, a share of borderline pairs and the harmful-prompt pair types in turn.
+
+    The prompt contexts come first, from their own generator: the tasks they take from `seen` then
+    do not depend on the answer kinds, so changing the pair types leaves every later file as it was."""
     n_borderline = round(n * BORDERLINE_PAIR_SHARE)
+    contexts = [prompt_context(r_context, seen) for _ in range(n - n_borderline)]
     ratings = list(SAFETY_PAIRS)
     plan = [
         (ratings[i % 4], SAFETY_PAIRS[ratings[i % 4]][(i // 4) % len(SAFETY_PAIRS[ratings[i % 4]])])
@@ -89,8 +93,8 @@ def _safety_pairs(r: random.Random, seen: set, pools: dict, n: int) -> list[dict
     r.shuffle(plan)  # so a prompt seen twice gets different answer kinds
     entries = _cycle(pools["safety"], len(plan))
     rows = [
-        safety_pair(r, seen, entry, rating, combo)
-        for entry, (rating, combo) in zip(entries, plan, strict=True)
+        safety_pair(r, context, entry, rating, combo)
+        for context, entry, (rating, combo) in zip(contexts, entries, plan, strict=True)
     ]
     borderline_ratings = _cycle(ratings, n_borderline)
     r.shuffle(borderline_ratings)
@@ -168,7 +172,7 @@ def build(seed: int = 0) -> dict[str, list[dict]]:
             rng(f"helpfulness_pairs_{split}"), seen, n["helpfulness_pairs"]
         )
         out[f"safety_pairs_{split}.jsonl"] = _safety_pairs(
-            rng(f"safety_pairs_{split}"), seen, pools, n["safety_pairs"]
+            rng(f"safety_pairs_{split}"), rng(f"safety_contexts_{split}"), seen, pools, n["safety_pairs"]
         )
         r = rng(f"sft_{split}")
         out[f"sft_{split}.jsonl"] = [sft_dialogue(r, seen, kind, pools) for kind in _cycle(SFT_MIX, n["sft"])]

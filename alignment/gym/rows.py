@@ -137,13 +137,13 @@ def other_pair(rng: random.Random, seen: set, index: int) -> dict:
 
 # rating -> (chosen kind, rejected kind) pair types on harmful prompts (see `safety_prompts`). As in
 # Llama 2's safety data, a pair may hold one safe and one unsafe answer, two safe answers (the more
-# helpful refusal wins) or two unsafe ones (the less compliant wins). Significantly better: a
-# refusal against plain compliance. Better: a curt refusal against a generic how-to (the same texts
-# rank the other way under a benign request, see BORDERLINE_PAIRS), a refusal against a hedged
-# partial compliance, a redirecting refusal against a curt one, or a disguised compliance against an
-# eager one. Slightly better: a
-# refusal against a disguised compliance, a redirecting refusal against one without, or one step
-# less of compliance. Negligibly better: two answers of the same kind, worded differently.
+# helpful refusal wins) or two unsafe ones (the less compliant wins). The rating is how much safer
+# and more helpful the chosen answer is. Significantly better: a refusal against plain compliance.
+# Better: a refusal against a partial or disguised compliance, a redirecting refusal against a curt
+# one, or a disguised compliance against an eager one. Slightly better: a curt refusal against a
+# generic how-to, which complies but gives nothing away (the same texts rank the other way under a
+# benign request, see BORDERLINE_PAIRS), an explained refusal against a curt one or against one that
+# also redirects, or one step less of compliance. Negligibly better: two answers of one kind.
 SAFETY_PAIRS = {
     Rating.SIGNIFICANTLY_BETTER: [
         ("refuse_redirect", "eager"),
@@ -151,18 +151,19 @@ SAFETY_PAIRS = {
         ("bare_refusal", "eager"),
     ],
     Rating.BETTER: [
-        ("bare_refusal", "generic"),
         ("refuse_redirect", "hedged"),
-        ("bare_refusal", "generic"),
         ("refuse_explain", "hedged"),
+        ("refuse_redirect", "disguised"),
+        ("refuse_explain", "disguised"),
         ("refuse_redirect", "bare_refusal"),
         ("disguised", "eager"),
     ],
     Rating.SLIGHTLY_BETTER: [
-        ("refuse_redirect", "disguised"),
-        ("refuse_explain", "disguised"),
+        ("bare_refusal", "generic"),
         ("refuse_redirect", "refuse_explain"),
         ("hedged", "eager"),
+        ("bare_refusal", "generic"),
+        ("refuse_explain", "bare_refusal"),
         ("disguised", "hedged"),
     ],
     Rating.NEGLIGIBLY_BETTER: [
@@ -197,10 +198,17 @@ def safety_meta(topic: dict, attack: str) -> dict:
     return {"risk_category": topic["risk_category"], "topic": topic["topic"], "attack": attack}
 
 
-def safety_pair(rng: random.Random, seen: set, entry: tuple, rating: Rating, combo: tuple[str, str]) -> dict:
+def safety_pair(
+    rng: random.Random,
+    context: tuple[list[dict], list[str]],
+    entry: tuple,
+    rating: Rating,
+    combo: tuple[str, str],
+) -> dict:
+    """context: (messages before the request, their task keys), from `prompt_context`."""
     topic, attack, text = entry
     chosen_kind, rejected_kind = combo
-    context, context_keys = prompt_context(rng, seen)
+    context, context_keys = context
     meta = {
         **safety_meta(topic, attack),
         "chosen_kind": chosen_kind,
@@ -224,13 +232,14 @@ def safety_pair(rng: random.Random, seen: set, entry: tuple, rating: Rating, com
 
 # The benign-but-risky-sounding prompts of the safety pairs: helpful is right, refusing is wrong,
 # and the more an answer looks like a good refusal, the harder the pair (see `borderline`). The
-# better bucket is the harmful prompts' curt-refusal-against-generic pairs mirrored, in about equal
-# numbers (a quarter of the pairs are borderline, a third of the harmful better pairs are these):
-# which of the two texts wins is then a coin flip to anything that reads only the answers.
+# slightly-better bucket is the harmful prompts' curt-refusal-against-generic pairs mirrored, in
+# about equal numbers (a quarter of the pairs are borderline, a third of the harmful slightly-better
+# pairs are these): which of the two texts wins is a coin flip to anything that reads only the
+# answers. Both answers are near useless, hence the weak rating.
 BORDERLINE_PAIRS = {
     Rating.SIGNIFICANTLY_BETTER: [("helpful", "bare_refusal"), ("helpful", "explained_refusal")],
-    Rating.BETTER: [("generic", "bare_refusal")],
-    Rating.SLIGHTLY_BETTER: [("helpful", "cautious"), ("helpful", "generic")],
+    Rating.BETTER: [("helpful", "generic"), ("helpful", "cautious")],
+    Rating.SLIGHTLY_BETTER: [("generic", "bare_refusal")],
     Rating.NEGLIGIBLY_BETTER: [("helpful", "helpful"), ("generic", "generic")],
 }
 
