@@ -46,7 +46,7 @@ from alignment.gym.tasks import draw_task
 # rows per (train, test) file
 COUNTS = {
     "helpfulness_pairs": (4000, 800),
-    "safety_pairs": (2000, 500),
+    "safety_pairs": (2000, 1000),
     "sft": (3000, 300),
     "rl_helpfulness": (1200, 240),
     "rl_safety": (500, 150),
