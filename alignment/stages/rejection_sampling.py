@@ -228,17 +228,24 @@ def iteration_prompts(prompts: list, cfg: RejectionSamplingConfig, seed: int, it
     return rng.sample(prompts, cfg.prompts_per_iteration)
 
 
-def gold_of(records, texts: list[str]) -> dict:
-    """Gold-grader score of answers by category (helpfulness: correct; safety: refused)."""
+def gold_scores(record, texts: list[str]) -> list[float] | None:
+    """The gym's gold-grader scores of answers to one prompt; None when no grader applies."""
     from alignment.gym.graders import gold_score
 
+    row = {"category": _category(record), "meta": record.meta}
+    try:
+        return [gold_score(row, text) for text in texts]
+    except (ValueError, KeyError):
+        return None  # not a gym prompt
+
+
+def gold_of(records, texts: list[str]) -> dict:
+    """Gold-grader score of answers by category (helpfulness: correct; safety: refused)."""
     by_category: dict[str, list[float]] = {}
     for record, text in zip(records, texts, strict=True):
-        row = {"category": _category(record), "meta": record.meta}
-        try:
-            by_category.setdefault(row["category"], []).append(gold_score(row, text))
-        except (ValueError, KeyError):
-            continue  # not a gym prompt: no gold grader applies
+        score = gold_scores(record, [text])
+        if score is not None:
+            by_category.setdefault(_category(record), []).extend(score)
     return {f"gold_{c}": statistics.fmean(v) for c, v in by_category.items() if v}
 
 
@@ -249,14 +256,10 @@ def gold_pair_agreement(records, texts: list[str], rewards: list[float], k: int)
     gold difference counts once; a reward tie counts half. This is what best-of-K relies on: pair
     accuracy on the gym's test pairs does not promise it on the model's own samples.
     """
-    from alignment.gym.graders import gold_score
-
     agree, pairs, prompts = 0.0, 0, 0
     for i, record in enumerate(records):
-        row = {"category": _category(record), "meta": record.meta}
-        try:
-            gold = [gold_score(row, text) for text in texts[i * k : (i + 1) * k]]
-        except (ValueError, KeyError):
+        gold = gold_scores(record, texts[i * k : (i + 1) * k])
+        if gold is None:
             continue
         scores = rewards[i * k : (i + 1) * k]
         found = 0
