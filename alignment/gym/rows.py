@@ -200,15 +200,15 @@ def safety_meta(topic: dict, attack: str) -> dict:
 
 def safety_pair(
     rng: random.Random,
-    context: tuple[list[dict], list[str]],
+    drawn_context: tuple[list[dict], list[str]],
     entry: tuple,
     rating: Rating,
     combo: tuple[str, str],
 ) -> dict:
-    """context: (messages before the request, their task keys), from `prompt_context`."""
+    """drawn_context: (messages before the request, their task keys), from `prompt_context`."""
     topic, attack, text = entry
     chosen_kind, rejected_kind = combo
-    context, context_keys = context
+    context, context_keys = drawn_context
     meta = {
         **safety_meta(topic, attack),
         "chosen_kind": chosen_kind,
