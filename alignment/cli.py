@@ -66,22 +66,25 @@ def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
     directory; a finished stage's data is not needed again."""
     from alignment.data.sources import DataError, check_source
     from alignment.runs import COMPLETE
-    from alignment.stages.common import DATA_KINDS, data_path, read_source
+    from alignment.stages.common import DATA_KINDS, read_source, source_path
 
+    run_dir = Path(recipe.output_dir) / recipe.run_name
     for i, stage in enumerate(recipe.stages):
-        done = Path(recipe.output_dir) / recipe.run_name / stage.name / COMPLETE
+        done = run_dir / stage.name / COMPLETE
         if (only and stage.name not in only) or stage.data is None or done.is_file():
             continue
         for group in ("sources", "test_sources"):
             for j, source in enumerate(getattr(stage.data, group)):
                 where = f"{recipe_path}: stages[{i}].data.{group}[{j}]"
+                if source.stage and not (run_dir / source.stage / COMPLETE).is_file():
+                    continue  # written by an earlier stage of this run; read when that stage is done
                 try:
-                    check_source(data_path(source.path))
+                    check_source(source_path(source, run_dir))
                 except DataError as err:
                     raise PaddockError(f"{where}.path: {source.path}: {err.reason}") from None
                 if stage.type in DATA_KINDS:  # every row, so a bad one fails before anything is written
                     try:
-                        read_source(source, DATA_KINDS[stage.type])
+                        read_source(source, DATA_KINDS[stage.type], run_dir=run_dir)
                     except DataError as err:
                         raise PaddockError(f"{where}: {err}") from None
 

@@ -27,12 +27,16 @@ from alignment.runs import COMPLETE, StageDir, write_atomic
 from alignment.stages import runners
 from alignment.stages.common import StageContext
 
+# Stage types that write no model: a stage after one starts from the model before it.
+MODEL_LESS = {"evaluation", "preference_collection"}
+
 
 def stage_init(recipe, index: int, run_dir: Path) -> str:
     stage = recipe.stages[index]
     names = [s.name for s in recipe.stages]
     if stage.init_from is None:
-        return str(run_dir / names[index - 1] / "model") if index else recipe.model.name_or_path
+        earlier = [s for s in recipe.stages[:index] if s.type not in MODEL_LESS]
+        return str(run_dir / earlier[-1].name / "model") if earlier else recipe.model.name_or_path
     if stage.init_from in names:
         return str(run_dir / stage.init_from / "model")
     return stage.init_from

@@ -69,6 +69,12 @@ def write_pipeline_recipe(tmp, tiny_checkpoint):  # noqa: F811
          "data": {"sources": [{"path": str(tmp / "dialogues.jsonl")}]}},
         rm_stage("rm_helpful", "llama2_helpfulness_rm"),
         rm_stage("rm_safety", "llama2_safety_rm"),
+        {"type": "preference_collection", "name": "collect", "init_from": "sft", "prompts": 12,
+         "samples_per_prompt": 2, "max_new_tokens": 8, "data": prompts},
+        {**rm_stage("rm_onpolicy", None), "init_from": "rm_helpful",
+         "data": {"sources": [{"stage": "collect", "path": "pairs_train.jsonl", "name": "onpolicy"},
+                              {"path": str(tmp / "helpful.jsonl"), "name": "helpfulness"}],
+                  "test_sources": [{"stage": "collect", "path": "pairs_test.jsonl", "name": "onpolicy_t"}]}},
         {"type": "rejection_sampling", "init_from": "sft", "iterations": 2, "prompts_per_iteration": 6,
          "samples_per_prompt": 3, "max_new_tokens": 8, "pool_from_iteration": 2, "gold": gold,
          "greedy_candidate": True,
@@ -184,6 +190,24 @@ def test_killed_ppo_stage_resumes_to_the_uninterrupted_result(rl_run):
     assert drop(metrics(stage)) == drop(metrics(rl_run / "runs/tiny/ppo"))
 
 
+def test_collected_pairs_feed_a_later_reward_model_stage(rl_run):
+    """The collection stage answers 12 prompts drawn from both sides of the prompt split, writes its
+    pairs, and the RM stage after it reads them through `{stage: collect, ...}` sources."""
+    run = rl_run / "runs/tiny"
+    summary = json.loads((run / "collect/summary.json").read_text())
+    n_train, n_test = summary["train"]["prompts"], summary["test"]["prompts"]
+    assert n_train + n_test == 12 and n_test > 0
+    answers = json.loads((run / "collect/answers-train.json").read_text())
+    assert len(answers) == n_train and all(len(texts) == 3 for texts in answers)  # K=2 plus greedy
+    collected = (run / "collect/pairs_train.jsonl").read_text().splitlines()
+    rm = json.loads((run / "rm_onpolicy/summary.json").read_text())
+    assert rm["init"].endswith("rm_helpful/model")
+    assert len(collected) == summary["train"]["pairs"]
+    assert f"made {len(collected)} records" in rm["data"]["onpolicy"]
+    assert rm["train_pairs"] == len(collected) + 32
+    assert not (run / "collect/model").exists()
+
+
 def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run):
     out = rl_run / "runs/tiny/evaluation"
     summary = json.loads((out / "summary.json").read_text())
@@ -197,6 +221,8 @@ def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run)
         "sft",
         "rm_helpful",
         "rm_safety",
+        "collect",
+        "rm_onpolicy",
         "rejection_sampling",
         "gatt",
         "ppo",

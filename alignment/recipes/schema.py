@@ -34,6 +34,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "alignment.stages.evaluation",
     "safety.context_distillation",
     "alignment.stages.gatt",
+    "alignment.stages.preference_collection",
 )
 
 STAGES: dict[str, type] = {}
@@ -182,6 +183,11 @@ class SourceConfig:
     options: dict = setting("Adapter-specific options, passed through to the adapter.", default_factory=dict)
     category: Literal["helpfulness", "safety", "other"] | None = setting(
         "Category for every record of this source; null keeps what the adapter reports.", default=None
+    )
+    stage: str | None = setting(
+        "An earlier stage of this run whose directory `path` is relative to: its output as this source "
+        "(a preference_collection stage's pairs_train.jsonl). Checked when that stage has run.",
+        default=None,
     )
 
     def __post_init__(self) -> None:
@@ -383,7 +389,21 @@ class Recipe:
                     where,
                 )
             check_init_from(stage, names, [s.name for s in self.stages[i:]], join(here, "init_from"))
+            check_source_stages(stage, names, join(here, "data"))
             names.append(stage.name)
+
+
+def check_source_stages(stage: StageConfig, earlier: list[str], where: str) -> None:
+    """A source read from a stage's output needs that stage to run first, as `init_from` does."""
+    if stage.data is None:
+        return
+    for group in ("sources", "test_sources"):
+        for j, source in enumerate(getattr(stage.data, group)):
+            if source.stage is not None and source.stage not in earlier:
+                here = join(join(join(where, group), j), "stage")
+                known = ", ".join(earlier) or "none"
+                hint = closest(source.stage, earlier)
+                raise RecipeError(f"{here}: {source.stage!r} is not an earlier stage ({known}){hint}", here)
 
 
 def check_init_from(stage: StageConfig, earlier: list[str], rest: list[str], where: str) -> None:

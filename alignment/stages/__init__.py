@@ -8,7 +8,7 @@ RUNNERS: dict[str, Callable] = {}
 
 
 def runners() -> dict[str, Callable]:
-    from alignment.stages import evaluation, gatt, ppo, rejection_sampling, sft
+    from alignment.stages import evaluation, gatt, ppo, preference_collection, rejection_sampling, sft
     from reward_models import stage as reward_model
     from safety import context_distillation
 
@@ -18,5 +18,6 @@ def runners() -> dict[str, Callable]:
     RUNNERS.setdefault("ppo", ppo.run_ppo)
     RUNNERS.setdefault("gatt", gatt.run_gatt)
     RUNNERS.setdefault("evaluation", evaluation.run_evaluation)
+    RUNNERS.setdefault("preference_collection", preference_collection.run_preference_collection)
     RUNNERS.setdefault("context_distillation", context_distillation.run_context_distillation)
     return RUNNERS

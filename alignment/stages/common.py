@@ -94,18 +94,26 @@ DATA_KINDS = {
     "gatt": "dialogues",
     "ppo": "rl_prompts",
     "context_distillation": "rl_prompts",
+    "preference_collection": "rl_prompts",
 }
 
 
 def load_source(ctx: StageContext, source, kind: str):
     name = source.name or Path(source.path).stem
-    return name, read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl")
+    return name, read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl", ctx.run_dir)
 
 
-def read_source(source, kind: str, rejects: Path | None = None):
+def source_path(source, run_dir: Path) -> Path:
+    """Where a recipe source's file is: in an earlier stage's directory when it names one."""
+    return run_dir / source.stage / source.path if source.stage else data_path(source.path)
+
+
+def read_source(source, kind: str, rejects: Path | None = None, run_dir: Path | None = None):
     """A recipe data source read as preferences, dialogues or RL prompts; skipped rows go to
-    `rejects` when given."""
-    path = data_path(source.path)
+    `rejects` when given. `run_dir` is needed for a source read from a stage's output."""
+    if source.stage and run_dir is None:
+        raise PaddockError(f"source {source.path!r} of stage {source.stage!r} needs the run directory")
+    path = source_path(source, run_dir) if run_dir is not None else data_path(source.path)
     if kind == "preferences":
         options = dict(source.options)
         if source.category:

@@ -1,0 +1,209 @@
+"""On-policy preference collection (Llama 2 §3.2.1): the latest model answers prompts, an annotator
+compares its answers, and the comparisons go into the next reward-model training round.
+
+Why: Llama 2 collected preference data weekly on samples of its latest chat models, because "reward
+model accuracy can quickly degrade if not exposed to this new sample distribution". Paddock's
+rejection sampling hit exactly that (docs/rl.md): an RM that gets 78 % of the gym's test pairs
+orders the SFT model's own right and wrong answers at chance. Here the gym's gold graders play the
+annotator: for every prompt with a grader, K sampled answers (plus the greedy one) are graded, and
+answers the grader passes are paired against answers it fails, as `chosen` and `rejected`.
+
+Writes `pairs_train.jsonl` and `pairs_test.jsonl` (llama2 adapter rows; prompts split by
+`data.test_fraction`, so no prompt is on both sides), read by a later stage as
+`{stage: <this stage>, path: pairs_train.jsonl}`. Writes no model: the next stage starts from the
+model before this one unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from alignment.answers import answer, sampling_for
+from alignment.data.records import Category, PreferencePair, Rating
+from alignment.errors import PaddockError
+from alignment.model_setup import load_frozen
+from alignment.recipes.config import join, setting
+from alignment.recipes.schema import StageConfig, check_range, register_stage
+from alignment.runs import write_atomic
+from alignment.stages.common import StageContext, load_records
+from alignment.stages.rejection_sampling import _category, gold_scores
+
+
+@register_stage("preference_collection")
+@dataclass(kw_only=True)
+class PreferenceCollectionConfig(StageConfig):
+    """The model's own answers, graded by the gym's gold graders and paired (right vs wrong)."""
+
+    prompts: int | None = setting(
+        "Prompts answered, drawn (seeded) from both sides of the prompt split (`data.test_fraction`) in "
+        "proportion; null: all.",
+        default=None,
+    )
+    samples_per_prompt: int = setting("K: answers sampled per prompt.", default=4)
+    temperature: float = setting("Sampling temperature.", default=1.0)
+    top_p: float = setting("Nucleus sampling cut (1.0: none).", default=1.0)
+    greedy_candidate: bool = setting(
+        "Grade the greedy answer too: it is what the model says most often, so its failures are the "
+        "ones a reward model most needs to see.",
+        default=True,
+    )
+    pairs_per_prompt: int = setting(
+        "At most this many pairs per prompt, so prompts with many distinct answers do not dominate.",
+        default=2,
+    )
+    rating: Literal["significantly_better", "better", "slightly_better", "negligibly_better"] = setting(
+        "Rating of every collected pair (it sets the margin): a grader tells right from wrong, not by "
+        "how much.",
+        default="better",
+    )
+    max_new_tokens: int = setting("Answer length cap.", default=64)
+    max_prompt_tokens: int = setting("Prompts longer than this are cut from the left.", default=384)
+    chat_style: Literal["template", "llama2"] = setting("Chat format for prompts.", default="template")
+    generation_batch_size: int = setting("Prompts per generation batch (each gives K rows).", default=16)
+
+    def check_config(self, path: str) -> None:
+        super().check_config(path)
+        for key in ("samples_per_prompt", "pairs_per_prompt", "max_new_tokens", "generation_batch_size"):
+            check_range(getattr(self, key), join(path, key), low=1)
+        if self.prompts is not None:
+            check_range(self.prompts, join(path, "prompts"), low=1)
+        check_range(self.temperature, join(path, "temperature"), low=0)
+
+
+def graded_pairs(
+    texts: list[str], gold: list[float], max_pairs: int, rng: random.Random
+) -> list[tuple[str, str]]:
+    """(chosen, rejected) texts: answers the grader passed against answers it failed.
+
+    Identical texts count once. Each side is shuffled, then paired in turn, cycling the shorter
+    side, so `max_pairs` pairs use as many different answers as there are."""
+    passed = list(dict.fromkeys(t for t, g in zip(texts, gold, strict=True) if g > 0.5))
+    failed = list(dict.fromkeys(t for t, g in zip(texts, gold, strict=True) if g <= 0.5))
+    if not passed or not failed:
+        return []
+    rng.shuffle(passed)
+    rng.shuffle(failed)
+    n = min(max_pairs, max(len(passed), len(failed)))
+    return [(passed[i % len(passed)], failed[i % len(failed)]) for i in range(n)]
+
+
+def pair_records(record, pairs: list[tuple[str, str]], rating: str) -> list[dict]:
+    """Preference rows in the llama2 adapter's format; safety prompts carry per-answer safety labels
+    (the grader passes an answer to a harmful prompt only when it refuses)."""
+    safety = _category(record) == "safety"
+    return [
+        PreferencePair(
+            prompt=record.prompt,
+            chosen=chosen,
+            rejected=rejected,
+            category=Category(_category(record)),
+            rating=Rating(rating),
+            source=f"onpolicy/{record.source}" if record.source else "onpolicy",
+            chosen_safe=True if safety else None,
+            rejected_safe=False if safety else None,
+            meta=dict(record.meta),
+        ).to_dict()
+        for chosen, rejected in pairs
+    ]
+
+
+def prompt_kind(record) -> str:
+    """helpful (checkable task), borderline (benign, refusing is wrong) or safety (harmful)."""
+    if _category(record) == "safety":
+        return "safety"
+    return "borderline" if record.meta.get("task") == "borderline" else "helpful"
+
+
+def sample(
+    ctx: StageContext, model, tokenizer, records: list, temperature: float, n: int, seed: int
+) -> list[str]:
+    cfg: PreferenceCollectionConfig = ctx.stage
+    sampling = sampling_for(
+        tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p, n=n, seed=seed
+    )
+    return answer(
+        model,
+        tokenizer,
+        [r.prompt for r in records],
+        sampling,
+        cfg.chat_style,
+        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        batch_size=cfg.generation_batch_size,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        progress=f"{cfg.name}: K={n} at T={temperature}" if ctx.recipe.logging.progress else None,
+    ).texts
+
+
+def collect(
+    ctx: StageContext, model, tokenizer, records: list, split: str, rng: random.Random
+) -> tuple[list, dict]:
+    """Answers for `records` (cached in answers-<split>.json, so a resumed stage grades the same
+    answers), graded and paired; returns (rows, report)."""
+    cfg: PreferenceCollectionConfig = ctx.stage
+    if not records:
+        return [], {"prompts": 0, "pairs": 0, "by_kind": {}}
+    cache = ctx.dir.root / f"answers-{split}.json"
+    if cache.is_file():
+        answers = json.loads(cache.read_text())
+    else:
+        k = cfg.samples_per_prompt
+        sampled = sample(ctx, model, tokenizer, records, cfg.temperature, k, seed=ctx.seed * 7919 + 17)
+        answers = [sampled[i * k : (i + 1) * k] for i in range(len(records))]
+        if cfg.greedy_candidate:
+            for texts, greedy in zip(
+                answers, sample(ctx, model, tokenizer, records, 0.0, 1, seed=0), strict=True
+            ):
+                texts.append(greedy)
+        write_atomic(cache, json.dumps(answers))
+    rows: list[dict] = []
+    by_kind: dict[str, dict] = {}
+    for record, texts in zip(records, answers, strict=True):
+        gold = gold_scores(record, texts)
+        kind = by_kind.setdefault(prompt_kind(record), {"prompts": 0, "paired": 0, "pairs": 0, "passed": []})
+        kind["prompts"] += 1
+        kind["passed"].extend(gold)
+        new = pair_records(record, graded_pairs(texts, gold, cfg.pairs_per_prompt, rng), cfg.rating)
+        kind["paired"] += bool(new)
+        kind["pairs"] += len(new)
+        rows.extend(new)
+    for kind in by_kind.values():
+        kind["passed"] = statistics.fmean(kind["passed"]) if kind["passed"] else None
+    return rows, {"prompts": len(records), "pairs": len(rows), "by_kind": by_kind}
+
+
+def has_grader(record) -> bool:
+    return gold_scores(record, [""]) is not None
+
+
+def run_preference_collection(ctx: StageContext) -> dict:
+    cfg: PreferenceCollectionConfig = ctx.stage
+    if cfg.data is None:
+        raise PaddockError(f"stage {cfg.name}: preference collection needs `data` with RL-prompt sources")
+    train_rows, test_rows, data_report = load_records(ctx, kind="rl_prompts")  # split by prompt
+    train, test = [r for r in train_rows if has_grader(r)], [r for r in test_rows if has_grader(r)]
+    if not train:
+        raise PaddockError(f"stage {cfg.name}: no prompt has a gold grader (gym RL prompts carry `meta`)")
+    rng = random.Random(ctx.seed)
+    if cfg.prompts is not None and cfg.prompts < len(train) + len(test):
+        n_test = round(cfg.prompts * len(test) / (len(train) + len(test)))
+        train, test = rng.sample(train, cfg.prompts - n_test), rng.sample(test, n_test)
+    tokenizer = ctx.tokenizer()
+    model = load_frozen(ctx.recipe.model, ctx.init)
+    summary = {"stage": cfg.name, "type": cfg.type, "init": str(ctx.init), "data": data_report}
+    summary["prompts_without_grader"] = sum(not has_grader(r) for r in train_rows + test_rows)
+    sources: Counter = Counter()
+    for split, part in (("train", train), ("test", test)):
+        rows, report = collect(ctx, model, tokenizer, part, split, rng)
+        write_atomic(ctx.dir.root / f"pairs_{split}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        summary[split] = report
+        sources.update(row["source"] for row in rows)
+        print(f"[{cfg.name}] {split}: {report['pairs']} pairs from {report['prompts']} prompts")
+    summary["pairs_by_source"] = dict(sources)
+    ctx.dir.write_summary(summary)
+    ctx.dir.mark_complete()
+    return summary
