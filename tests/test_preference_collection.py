@@ -31,24 +31,55 @@ HARMFUL = RLPrompt(
 )
 
 
-def test_graded_pairs_put_every_passed_answer_against_a_failed_one():
-    """Answers a, b, a, c, d graded 1, 0, 1, 0, 1: the passed answers are {a, d} (a counted once),
-    the failed {b, c}. With room for 3 pairs, min(3, max(2, 2)) = 2 pairs are made, and since each
-    side is paired in turn, both passed and both failed answers are used once."""
-    pairs = pc.graded_pairs(["a", "b", "a", "c", "d"], [1, 0, 1, 0, 1], max_pairs=3, rng=random.Random(0))
-    assert len(pairs) == 2
-    assert {chosen for chosen, _ in pairs} == {"a", "d"}
-    assert {rejected for _, rejected in pairs} == {"b", "c"}
+def test_graded_pairs_spread_over_distinct_answers():
+    """Answers a, b, a, c, d graded 1, 0, 1, 0, 1: a counts once, and the candidate pairs (higher
+    grade first) are (a, b), (a, c), (d, b), (d, c). The first pick uses two answers; the second must
+    then be the one candidate that uses neither, so 2 pairs cover all four answers. A third pick
+    reuses one answer on each side; a cap above the 4 candidates gives all 4."""
+    two = pc.graded_pairs(["a", "b", "a", "c", "d"], [1, 0, 1, 0, 1], max_pairs=2, rng=random.Random(0))
+    assert {c for c, _ in two} == {"a", "d"} and {r for _, r in two} == {"b", "c"}
+    three = pc.graded_pairs(["a", "b", "a", "c", "d"], [1, 0, 1, 0, 1], max_pairs=3, rng=random.Random(0))
+    assert three[:2] == two and len(set(three)) == 3
+    every = pc.graded_pairs(["a", "b", "a", "c", "d"], [1, 0, 1, 0, 1], max_pairs=9, rng=random.Random(0))
+    assert sorted(every) == [("a", "b"), ("a", "c"), ("d", "b"), ("d", "c")]
 
 
-def test_graded_pairs_cycle_the_shorter_side_and_respect_the_cap():
-    """One passed answer (x) against failed y, z, w: max(1, 3) = 3 pairs, all with x as chosen; a cap
-    of 2 keeps 2. A prompt whose answers all pass (or all fail) gives nothing to compare."""
-    pairs = pc.graded_pairs(["y", "x", "z", "w"], [0, 1, 0, 0], max_pairs=5, rng=random.Random(1))
-    assert [c for c, _ in pairs] == ["x"] * 3 and sorted(r for _, r in pairs) == ["w", "y", "z"]
-    assert len(pc.graded_pairs(["y", "x", "z", "w"], [0, 1, 0, 0], max_pairs=2, rng=random.Random(1))) == 2
+def test_graded_pairs_order_three_levels_and_skip_equal_grades():
+    """Grades h 1, g 0.5, r 0: the candidates are (h, g), (h, r), (g, r); equal grades (p, q both 1,
+    or both 0) give nothing to compare."""
+    pairs = pc.graded_pairs(["r", "g", "h"], [0, 0.5, 1], max_pairs=5, rng=random.Random(1))
+    assert sorted(pairs) == [("g", "r"), ("h", "g"), ("h", "r")]
+    assert len(pc.graded_pairs(["r", "g", "h"], [0, 0.5, 1], max_pairs=2, rng=random.Random(1))) == 2
     assert pc.graded_pairs(["p", "q"], [1, 1], max_pairs=2, rng=random.Random(0)) == []
     assert pc.graded_pairs(["p", "q"], [0, 0], max_pairs=2, rng=random.Random(0)) == []
+
+
+def test_borderline_answers_grade_help_over_an_attempt_over_a_refusal():
+    """For "How do I fire someone kindly?" with keywords privately/hr: naming a keyword helps (1), an
+    answer that misses them is still an attempt (0.5), a refusal is 0. Task prompts keep the plain
+    right/wrong grade."""
+    borderline = RLPrompt(
+        [{"role": "user", "content": "How do I fire someone kindly?"}],
+        meta={"task": "borderline", "keywords": ["privately", "hr"]},
+    )
+    texts = ["Meet privately and be brief.", "Be nice about it.", "I can't help with firing someone."]
+    assert pc.answer_grades(borderline, texts) == [1.0, 0.5, 0.0]
+    assert pc.answer_grades(ARITHMETIC, ["12 × 3 = 36.", "I can't help with that."]) == [1.0, 0.0]
+
+
+def test_draw_by_kind_keeps_each_kinds_split_proportion():
+    """8 helpful prompts (6 train, 2 test) and 4 harmful (3, 1). Asking 4 helpful: round(4 · 2/8) = 1
+    from test and 3 from train; `None` for safety takes all 4; borderline is not asked for."""
+    helpful = [
+        RLPrompt([{"role": "user", "content": f"q{i}"}], meta={"answer_type": "number"}) for i in range(8)
+    ]
+    harmful = [RLPrompt([{"role": "user", "content": f"h{i}"}], category="safety") for i in range(4)]
+    train, test = pc.draw_by_kind(
+        helpful[:6] + harmful[:3], helpful[6:] + harmful[3:], {"helpful": 4, "safety": None}, random.Random(0)
+    )
+    assert [pc.prompt_kind(r) for r in train] == ["helpful"] * 3 + ["safety"] * 3
+    assert [pc.prompt_kind(r) for r in test] == ["helpful", "safety"]
+    assert all(r in helpful[:6] + harmful[:3] for r in train)
 
 
 def test_pair_rows_load_as_llama2_preferences_with_safety_labels(tmp_path):
@@ -82,8 +113,9 @@ def fake_ctx(tmp_path: Path, **settings) -> SimpleNamespace:
 
 def test_collect_grades_answers_pairs_them_and_reuses_its_cache(tmp_path, monkeypatch):
     """Sampled answers 36 and 38 to 12 × 3, greedy 40: one right, two wrong, so with 2 pairs per
-    prompt both wrong answers are rejected once. The harmful prompt's answers both refuse: no pair.
-    A second call (a resumed stage) must grade the cached answers, not sample again."""
+    prompt the right one is chosen twice and each wrong one rejected once. The harmful prompt's
+    answers both refuse: no pair. A second call (a resumed stage) must grade the cached answers,
+    not sample again."""
     calls = []
 
     def fake_sample(ctx, model, tokenizer, records, temperature, n, seed):
@@ -147,3 +179,12 @@ def test_a_source_may_name_an_earlier_stage_and_a_later_one_is_refused(tmp_path)
 def test_a_stage_after_a_model_less_one_starts_from_the_model_before_it(tmp_path):
     recipe = load_recipe(recipe_with(tmp_path, [{"stage": "collect", "path": "pairs_train.jsonl"}]))
     assert stage_init(recipe, 2, tmp_path / "t") == str(tmp_path / "t" / "sft" / "model")
+
+
+def test_an_unknown_prompt_kind_is_refused(tmp_path):
+    path = recipe_with(tmp_path, [{"stage": "collect", "path": "pairs_train.jsonl"}])
+    recipe = json.loads(path.read_text())
+    recipe["stages"][1]["prompts"] = {"helpfull": 10}
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(RecipeError, match="unknown prompt kind 'helpfull'"):
+        load_recipe(path)

@@ -26,12 +26,15 @@ from typing import Literal
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.errors import PaddockError
+from alignment.gym.graders import is_refusal
 from alignment.model_setup import load_frozen
-from alignment.recipes.config import join, setting
+from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.runs import write_atomic
 from alignment.stages.common import StageContext, load_records
 from alignment.stages.rejection_sampling import _category, gold_scores
+
+KINDS = ("helpful", "borderline", "safety")
 
 
 @register_stage("preference_collection")
@@ -39,9 +42,11 @@ from alignment.stages.rejection_sampling import _category, gold_scores
 class PreferenceCollectionConfig(StageConfig):
     """The model's own answers, graded by the gym's gold graders and paired (right vs wrong)."""
 
-    prompts: int | None = setting(
-        "Prompts answered, drawn (seeded) from both sides of the prompt split (`data.test_fraction`) in "
-        "proportion; null: all.",
+    prompts: dict[str, int | None] | None = setting(
+        "Prompts answered per kind: `helpful` (checkable tasks), `borderline` (benign requests that "
+        "sound unsafe), `safety` (harmful requests); a count, or null for all of that kind. Drawn "
+        "(seeded) from both sides of the prompt split (`data.test_fraction`) in proportion. A kind "
+        "left out is not collected; null: every prompt with a grader.",
         default=None,
     )
     samples_per_prompt: int = setting("K: answers sampled per prompt.", default=4)
@@ -70,26 +75,47 @@ class PreferenceCollectionConfig(StageConfig):
         super().check_config(path)
         for key in ("samples_per_prompt", "pairs_per_prompt", "max_new_tokens", "generation_batch_size"):
             check_range(getattr(self, key), join(path, key), low=1)
-        if self.prompts is not None:
-            check_range(self.prompts, join(path, "prompts"), low=1)
+        for kind, count in (self.prompts or {}).items():
+            where = join(join(path, "prompts"), kind)
+            if kind not in KINDS:
+                raise RecipeError(f"{where}: unknown prompt kind {kind!r}; kinds: {', '.join(KINDS)}", where)
+            if count is not None:
+                check_range(count, where, low=1)
         check_range(self.temperature, join(path, "temperature"), low=0)
 
 
 def graded_pairs(
-    texts: list[str], gold: list[float], max_pairs: int, rng: random.Random
+    texts: list[str], grades: list[float], max_pairs: int, rng: random.Random
 ) -> list[tuple[str, str]]:
-    """(chosen, rejected) texts: answers the grader passed against answers it failed.
+    """(chosen, rejected) texts: an answer against one the grader scored lower.
 
-    Identical texts count once. Each side is shuffled, then paired in turn, cycling the shorter
-    side, so `max_pairs` pairs use as many different answers as there are."""
-    passed = list(dict.fromkeys(t for t, g in zip(texts, gold, strict=True) if g > 0.5))
-    failed = list(dict.fromkeys(t for t, g in zip(texts, gold, strict=True) if g <= 0.5))
-    if not passed or not failed:
-        return []
-    rng.shuffle(passed)
-    rng.shuffle(failed)
-    n = min(max_pairs, max(len(passed), len(failed)))
-    return [(passed[i % len(passed)], failed[i % len(failed)]) for i in range(n)]
+    Identical texts count once. Candidate pairs are shuffled, then taken one at a time, each time
+    the one whose two answers have been used least, so `max_pairs` pairs spread over as many
+    different answers as there are."""
+    grade_of = dict(zip(texts, grades, strict=True))
+    unique = list(grade_of)
+    candidates = [(a, b) for a in unique for b in unique if grade_of[a] > grade_of[b]]
+    rng.shuffle(candidates)
+    uses = dict.fromkeys(unique, 0)
+    pairs = []
+    for _ in range(min(max_pairs, len(candidates))):
+        best = min(candidates, key=lambda pair: uses[pair[0]] + uses[pair[1]])  # first of the least used
+        candidates.remove(best)
+        uses[best[0]] += 1
+        uses[best[1]] += 1
+        pairs.append(best)
+    return pairs
+
+
+def answer_grades(record, texts: list[str]) -> list[float]:
+    """The gold graders' verdicts, with one more level for benign borderline requests: an attempt
+    that misses the reference's point (0.5) still beats a refusal (0), as the gym's own borderline
+    pairs rank a generic answer above a curt refusal. Without it, the pairs would never say that
+    refusing a benign request is worse than answering it imperfectly."""
+    gold = gold_scores(record, texts)
+    if prompt_kind(record) != "borderline":
+        return gold
+    return [g if g > 0.5 else 0.0 if is_refusal(t) else 0.5 for g, t in zip(gold, texts, strict=True)]
 
 
 def pair_records(record, pairs: list[tuple[str, str]], rating: str) -> list[dict]:
@@ -143,7 +169,8 @@ def collect(
     ctx: StageContext, model, tokenizer, records: list, split: str, rng: random.Random
 ) -> tuple[list, dict]:
     """Answers for `records` (cached in answers-<split>.json, so a resumed stage grades the same
-    answers), graded and paired; returns (rows, report)."""
+    answers), graded and paired; returns (rows, report). A kind's `passed` is the share of its
+    answers the gold grader passes."""
     cfg: PreferenceCollectionConfig = ctx.stage
     if not records:
         return [], {"prompts": 0, "pairs": 0, "by_kind": {}}
@@ -163,17 +190,31 @@ def collect(
     rows: list[dict] = []
     by_kind: dict[str, dict] = {}
     for record, texts in zip(records, answers, strict=True):
-        gold = gold_scores(record, texts)
+        grades = answer_grades(record, texts)
         kind = by_kind.setdefault(prompt_kind(record), {"prompts": 0, "paired": 0, "pairs": 0, "passed": []})
         kind["prompts"] += 1
-        kind["passed"].extend(gold)
-        new = pair_records(record, graded_pairs(texts, gold, cfg.pairs_per_prompt, rng), cfg.rating)
+        kind["passed"].extend(g == 1.0 for g in grades)
+        new = pair_records(record, graded_pairs(texts, grades, cfg.pairs_per_prompt, rng), cfg.rating)
         kind["paired"] += bool(new)
         kind["pairs"] += len(new)
         rows.extend(new)
     for kind in by_kind.values():
         kind["passed"] = statistics.fmean(kind["passed"]) if kind["passed"] else None
     return rows, {"prompts": len(records), "pairs": len(rows), "by_kind": by_kind}
+
+
+def draw_by_kind(train: list, test: list, counts: dict, rng: random.Random) -> tuple[list, list]:
+    """`counts[kind]` prompts of each kind (all when None), split between train and test in the
+    proportion the two sides have of that kind."""
+    out_train, out_test = [], []
+    for kind, count in counts.items():
+        a, b = [r for r in train if prompt_kind(r) == kind], [r for r in test if prompt_kind(r) == kind]
+        if count is not None and count < len(a) + len(b):
+            n_test = round(count * len(b) / (len(a) + len(b)))
+            a, b = rng.sample(a, count - n_test), rng.sample(b, n_test)
+        out_train += a
+        out_test += b
+    return out_train, out_test
 
 
 def has_grader(record) -> bool:
@@ -189,9 +230,8 @@ def run_preference_collection(ctx: StageContext) -> dict:
     if not train:
         raise PaddockError(f"stage {cfg.name}: no prompt has a gold grader (gym RL prompts carry `meta`)")
     rng = random.Random(ctx.seed)
-    if cfg.prompts is not None and cfg.prompts < len(train) + len(test):
-        n_test = round(cfg.prompts * len(test) / (len(train) + len(test)))
-        train, test = rng.sample(train, cfg.prompts - n_test), rng.sample(test, n_test)
+    if cfg.prompts is not None:
+        train, test = draw_by_kind(train, test, cfg.prompts, rng)
     tokenizer = ctx.tokenizer()
     model = load_frozen(ctx.recipe.model, ctx.init)
     summary = {"stage": cfg.name, "type": cfg.type, "init": str(ctx.init), "data": data_report}
