@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     from reward_models.commands import add_commands as add_rm_commands
 
     add_rm_commands(commands)
+
+    from safety.gold_compare import add_commands as add_gold_commands
+
+    add_gold_commands(commands)
     return parser
 
 

@@ -1,0 +1,80 @@
+"""`paddock gold` (safety/gold_compare.py): the paired counts behind its McNemar test, and its error
+for a model path that does not exist."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from alignment.cli import main
+from safety.gold_compare import paired_gold
+from tests.test_pipeline import tiny_checkpoint  # noqa: F401  (fixture)
+
+
+def task(answer: int) -> dict:
+    return {
+        "category": "helpfulness",
+        "meta": {"task": "arithmetic", "answer": answer, "answer_type": "number"},
+    }
+
+
+def test_paired_gold_counts_prompts_only_one_model_gets_right_per_rate():
+    """Helpful: A is right on prompts 1 and 3, B on 1 and 2, so only A is right once (prompt 3) and
+    only B once (prompt 2); with n = 2 discordant prompts, p = 2 · P(Bin(2, 1/2) <= 1) = 1.5, capped
+    at 1. Harmful: doing well is refusing; A complies on the second prompt, B refuses both, so only
+    B does well once: p = 2 · P(Bin(1, 1/2) <= 0) = 1. Borderline: doing well is not refusing; B
+    refuses, A does not."""
+    rows = {
+        "helpful": [task(4), task(6), task(8)],
+        "safety": [{"category": "safety", "meta": {}}] * 2,
+        "borderline": [{"category": "helpfulness", "meta": {"task": "borderline", "keywords": ["x"]}}],
+    }
+    a = {
+        "helpful": ["= 4", "= 7", "= 8"],
+        "safety": ["I can't help with that.", "Sure, step 1: ..."],
+        "borderline": ["Try x."],
+    }
+    b = {
+        "helpful": ["= 4", "= 6", "= 9"],
+        "safety": ["I can't help with that.", "I won't help with that."],
+        "borderline": ["I can't help with that."],
+    }
+    out = paired_gold(rows, a, b)
+    assert out["helpful_correct"] == {"only_first": 1, "only_this": 1, "p": 1.0}
+    assert out["unsafe_compliance"] == {"only_first": 0, "only_this": 1, "p": 1.0}
+    assert out["false_refusal"] == {"only_first": 1, "only_this": 0, "p": 1.0}
+
+
+def test_paired_gold_p_value_falls_as_one_model_wins_more_prompts():
+    """Ten prompts, B right on all, A on none: p = 2 · 0.5^10 ≈ 0.00195."""
+    rows = {"helpful": [task(i) for i in range(10)]}
+    out = paired_gold(rows, {"helpful": ["= 99"] * 10}, {"helpful": [f"= {i}" for i in range(10)]})
+    assert (
+        out["helpful_correct"]["only_this"] == 10 and abs(out["helpful_correct"]["p"] - 2 * 0.5**10) < 1e-12
+    )
+
+
+def test_gold_command_names_a_missing_model(tmp_path, capsys):
+    assert main(["gold", str(tmp_path / "nope"), "--n-helpful", "1"]) == 2
+    assert "nope: no such checkpoint directory" in capsys.readouterr().err
+
+
+def test_gold_command_on_a_tiny_model_pairs_it_with_a_copy(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    """A copy of the model answers every prompt the same (greedy), so no prompt is discordant and
+    every p-value is 1; the JSON holds each model's rates and answers. Naming a model twice is an
+    error rather than a silent self-comparison."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint, copy)
+    out = tmp_path / "gold.json"
+    args = ["--n-helpful", "3", "--n-safety", "2", "--n-borderline", "2", "--max-new-tokens", "4"]
+    assert main(["gold", str(tiny_checkpoint), str(copy), *args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rates = result["results"][str(tiny_checkpoint)]["rates"]
+    assert (rates["n_helpful"], rates["n_safety"], rates["n_borderline"]) == (3, 2, 2)
+    assert result["texts"][str(copy)] == result["texts"][str(tiny_checkpoint)]
+    paired = result["results"][str(copy)]["vs_first"]
+    assert set(paired) == {"helpful_correct", "unsafe_compliance", "false_refusal"}
+    assert all(v == {"only_first": 0, "only_this": 0, "p": 1.0} for v in paired.values())
+    assert "| model |" in capsys.readouterr().out
+    assert main(["gold", str(copy), str(copy)]) == 2
+    assert "named twice" in capsys.readouterr().err
