@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
@@ -161,6 +162,37 @@ def test_ppo_writes_metrics_plots_and_a_policy_only_adapter(rl_run):
     assert (out / "plots/ppo_training.png").is_file() and (out / "plots/gold_vs_proxy.png").is_file()
     adapter = json.loads((out / "model/adapter_config.json").read_text())
     assert adapter["r"] == 4 and not (out / "model/critic").exists()
+
+
+def test_ppo_saves_the_policy_of_its_best_held_out_eval(rl_run):
+    """keep_best (default on): the saved adapter is the snapshot of the eval with the highest proxy
+    reward, which is what best_policy.safetensors holds (names there carry the `policy.` module and
+    the `default` adapter)."""
+    from safetensors.torch import load_file
+
+    from alignment.stages.ppo import best_eval
+
+    out = rl_run / "runs/tiny/ppo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept_iteration"] == best_eval(summary["evals"])["iteration"]
+    saved = load_file(out / "model/adapter_model.safetensors")
+    best = load_file(out / "best_policy.safetensors")
+    lora_b = [v for k, v in saved.items() if "lora_B" in k]
+    if summary["kept_iteration"] == 0:  # the starting LoRA: B is initialised to zero
+        assert all(not v.any() for v in lora_b)
+    elif summary["kept_iteration"] < summary["iterations_run"]:
+        for name, value in saved.items():
+            assert torch.equal(value, best["policy." + name.replace(".weight", ".default.weight")]), name
+    else:
+        assert any(v.any() for v in lora_b)
+
+
+def test_best_eval_is_the_highest_proxy_reward_and_the_earliest_of_equals():
+    """Proxy rewards 2.0, 2.5, 2.5, 1.0 at iterations 0, 4, 8, 12: the best is 2.5, first at 4."""
+    from alignment.stages.ppo import best_eval
+
+    evals = [{"iteration": i, "proxy_reward": r} for i, r in ((0, 2.0), (4, 2.5), (8, 2.5), (12, 1.0))]
+    assert best_eval(evals)["iteration"] == 4
 
 
 def test_killed_ppo_stage_resumes_to_the_uninterrupted_result(rl_run):

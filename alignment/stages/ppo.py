@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from alignment import distributed
@@ -34,6 +35,7 @@ from alignment.stages.common import StageContext, data_path, finish_stage, load_
 from alignment.training.checkpoint import (
     latest_checkpoint,
     load_training_checkpoint,
+    save_file_atomic,
     save_training_checkpoint,
 )
 from alignment.training.guards import at_step
@@ -99,6 +101,12 @@ class PPOConfig(StageConfig):
     )
     early_stopping_patience: int = setting(
         "Stop after this many evals without a better held-out proxy reward (0: never).", default=0
+    )
+    keep_best: bool = setting(
+        "Save the policy of the held-out eval with the best proxy reward (the starting policy counts as "
+        "the eval of iteration 0) instead of the last one. Early stopping then keeps the policy before "
+        "the decline, not the one that triggered the stop. Costs one copy of the trained weights on disk.",
+        default=True,
     )
     checkpoint_every: int = setting("Save a resumable checkpoint every N iterations.", default=10)
     gold: GoldSuiteConfig | None = setting(
@@ -297,6 +305,9 @@ def run_ppo(ctx: StageContext) -> dict:
         write_json(before_file, before)
     if not evals:
         evals = [{"iteration": 0, **_numbers(before)}]
+    best_file = ctx.dir.root / "best_policy.safetensors"
+    if cfg.keep_best and start == 0 and distributed.is_main():
+        save_file_atomic(trained_weights(modules, optimizer), best_file)  # iteration 0: the start
 
     from tqdm.auto import tqdm
 
@@ -326,6 +337,8 @@ def run_ppo(ctx: StageContext) -> dict:
             evals.append({"iteration": it + 1, **_numbers(result)})
             row.update({f"eval_{k}": v for k, v in _numbers(result).items()})
             stopped_early = _should_stop(evals, cfg.early_stopping_patience)
+            if cfg.keep_best and best_eval(evals) is evals[-1] and distributed.is_main():
+                save_file_atomic(trained_weights(modules, optimizer), best_file)
         ctx.dir.metrics.log(row)
         bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
         bar.update(1)
@@ -353,6 +366,12 @@ def run_ppo(ctx: StageContext) -> dict:
     last_iteration = evals[-1]["iteration"] if stopped_early else cfg.iterations
     if evals[-1]["iteration"] != last_iteration:
         evals.append({"iteration": last_iteration, **_numbers(after)})
+    kept = best_eval(evals) if cfg.keep_best else evals[-1]
+    if kept is not evals[-1] and best_file.is_file():
+        restore_weights(modules, best_file)
+        print(
+            f"[{cfg.name}] keeping the policy of iteration {kept['iteration']} (best held-out proxy reward)"
+        )
     if hasattr(policy, "peft_config") and "critic" in policy.peft_config:
         policy.delete_adapter("critic")  # the saved policy is the policy alone
     summary = {
@@ -360,6 +379,8 @@ def run_ppo(ctx: StageContext) -> dict:
         "critic_init": critic_note,
         "iterations_run": last_iteration,
         "stopped_early": stopped_early,
+        "kept_iteration": kept["iteration"],
+        "eval_kept": kept,
         "eval_before": before,
         "eval_after": after,
         "evals": evals,
@@ -373,6 +394,18 @@ def trained_weights(modules: nn.Module, optimizer) -> dict[str, torch.Tensor]:
     requires_grad alone would miss the critic adapter."""
     updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
     return {name: p.detach().contiguous() for name, p in modules.named_parameters() if id(p) in updated}
+
+
+def best_eval(evals: list[dict]) -> dict:
+    """The eval with the highest held-out proxy reward; the earliest of equals (the less-trained)."""
+    return max(evals, key=lambda e: (e["proxy_reward"], -e["iteration"]))
+
+
+def restore_weights(modules: nn.Module, path: Path) -> None:
+    params = dict(modules.named_parameters())
+    with torch.no_grad():
+        for name, value in load_file(path).items():
+            params[name].copy_(value)
 
 
 def _numbers(stats: dict) -> dict:
