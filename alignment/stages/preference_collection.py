@@ -23,7 +23,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from alignment.answers import answer, sampling_for
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.errors import PaddockError
 from alignment.gym.graders import is_refusal
@@ -32,7 +31,7 @@ from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.runs import write_atomic
 from alignment.stages.common import StageContext, load_records
-from alignment.stages.rejection_sampling import _category, gold_scores
+from alignment.stages.rejection_sampling import _category, gold_scores, sample_answers
 
 KINDS = ("helpful", "borderline", "safety")
 
@@ -148,21 +147,7 @@ def prompt_kind(record) -> str:
 def sample(
     ctx: StageContext, model, tokenizer, records: list, temperature: float, n: int, seed: int
 ) -> list[str]:
-    cfg: PreferenceCollectionConfig = ctx.stage
-    sampling = sampling_for(
-        tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p, n=n, seed=seed
-    )
-    return answer(
-        model,
-        tokenizer,
-        [r.prompt for r in records],
-        sampling,
-        cfg.chat_style,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
-        batch_size=cfg.generation_batch_size,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-        progress=f"{cfg.name}: K={n} at T={temperature}" if ctx.recipe.logging.progress else None,
-    ).texts
+    return sample_answers(ctx, model, tokenizer, records, temperature, n, seed, label=f"{ctx.stage.name}: ")
 
 
 def collect(

@@ -161,20 +161,16 @@ class _Scorer:
         return self._scorer(conversations, texts, is_safety)
 
 
-def sample_and_score(
-    ctx, model, tokenizer, scorer, records, temperature: float, seed: int, n: int | None = None
-) -> dict:
-    cfg: RejectionSamplingConfig = ctx.stage
-    k = cfg.samples_per_prompt if n is None else n
+def sample_answers(
+    ctx, model, tokenizer, records, temperature: float, n: int, seed: int, label: str
+) -> list[str]:
+    """`n` answers per record (prompt-major) with the stage's sampling settings (`max_new_tokens`,
+    `top_p`, `chat_style`, `generation_batch_size`, `max_prompt_tokens`); `label` names the bar."""
+    cfg = ctx.stage
     sampling = sampling_for(
-        tokenizer,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=temperature,
-        top_p=cfg.top_p,
-        n=k,
-        seed=seed,
+        tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p, n=n, seed=seed
     )
-    out = answer(
+    return answer(
         model,
         tokenizer,
         [r.prompt for r in records],
@@ -183,14 +179,22 @@ def sample_and_score(
         autocast=ctx.recipe.model.precision == "bf16-autocast",
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
-        progress=f"sampling K={k} at T={temperature}" if ctx.recipe.logging.progress else None,
-    )
+        progress=f"{label}K={n} at T={temperature}" if ctx.recipe.logging.progress else None,
+    ).texts
+
+
+def sample_and_score(
+    ctx, model, tokenizer, scorer, records, temperature: float, seed: int, n: int | None = None
+) -> dict:
+    cfg: RejectionSamplingConfig = ctx.stage
+    k = cfg.samples_per_prompt if n is None else n
+    texts = sample_answers(ctx, model, tokenizer, records, temperature, k, seed, label="sampling ")
     conversations = [r.prompt for r in records for _ in range(k)]
     is_safety = torch.tensor([_category(r) == "safety" for r in records for _ in range(k)])
-    scores = scorer(conversations, out.texts, is_safety)
+    scores = scorer(conversations, texts, is_safety)
     return {
         "temperature": temperature,
-        "texts": out.texts,
+        "texts": texts,
         **{key: value.tolist() for key, value in scores.items()},
     }
 
