@@ -312,8 +312,9 @@ def test_a_killed_fsdp_run_resumes_from_its_gathered_checkpoint(tmp_path, tiny_c
 
 
 def test_every_stage_of_the_pipeline_runs_under_two_processes(tmp_path, tiny_checkpoint):  # noqa: F811
-    """The toy pipeline of test_rl_stages (SFT, both RMs, rejection sampling, GAtt, PPO, context
-    distillation, evaluation) under two processes: every stage finishes. The sampling stages run
+    """The toy pipeline of test_rl_stages (SFT, both RMs, preference collection and an RM on its
+    pairs, rejection sampling, GAtt, PPO, context distillation, evaluation) under two processes:
+    every stage finishes. The sampling stages run
     alike on both processes, so the second one's summaries (in its kept mirror) match the main
     one's: same samples, same kept answers, same fine-tune. (Against one process the close calls
     of a random tiny model, such as which distilled answers to keep, can flip on float noise.)"""
@@ -336,10 +337,10 @@ def test_every_stage_of_the_pipeline_runs_under_two_processes(tmp_path, tiny_che
         assert result.returncode == 0, result.stderr[-3000:]
         runs[processes] = tmp
     stages = sorted(p.parent.name for p in (runs[1] / "runs/tiny").glob("*/COMPLETE"))
-    assert len(stages) == 8
+    assert len(stages) == 10
     assert sorted(p.parent.name for p in (runs[2] / "runs/tiny").glob("*/COMPLETE")) == stages
     (mirror,) = (runs[2] / "scratch").glob("paddock-rank1-*")
-    for stage in ("rejection_sampling", "gatt", "context_distillation"):
+    for stage in ("collect", "rejection_sampling", "gatt", "context_distillation"):
         main, other = (
             json.loads((d / stage / "summary.json").read_text()) for d in (runs[2] / "runs/tiny", mirror)
         )
@@ -350,6 +351,8 @@ def test_every_stage_of_the_pipeline_runs_under_two_processes(tmp_path, tiny_che
             "gatt_data",
             "train_examples",
             "adherence_after",
+            "train",
+            "test",
         ):
             if key in main:
                 assert other[key] == main[key], (stage, key)
