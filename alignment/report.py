@@ -230,7 +230,12 @@ def ppo_blocks(run_dir: Path, stage, rel) -> list[Block]:
         Block(
             "p",
             f"Critic: {summary.get('critic_init')}. Iterations run: {summary.get('iterations_run')}"
-            f"{' (stopped early)' if summary.get('stopped_early') else ''}.",
+            f"{' (stopped early)' if summary.get('stopped_early') else ''}."
+            + (
+                f" Saved policy: iteration {summary['kept_iteration']} (best held-out proxy reward)."
+                if "kept_iteration" in summary
+                else ""
+            ),
         ),
         Block("table", (["iteration", *keys], rows)),
     ]

@@ -263,6 +263,7 @@ def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run)
     ):
         assert stage in report
     assert "](../rm_helpful/summary.json)" in report  # numbers link to their source files
+    assert "Saved policy: iteration " in report
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     for png in ("rates_by_stage", "rm_scores_by_stage", "helpful_vs_safety"):
         assert (out / f"plots/{png}.png").is_file()
