@@ -6,7 +6,7 @@ model accuracy can quickly degrade if not exposed to this new sample distributio
 rejection sampling hit exactly that (docs/rl.md): an RM that gets 78 % of the gym's test pairs
 orders the SFT model's own right and wrong answers at chance. Here the gym's gold graders play the
 annotator: for every prompt with a grader, K sampled answers (plus the greedy one) are graded, and
-answers the grader passes are paired against answers it fails, as `chosen` and `rejected`.
+each is paired against answers graded lower, as `chosen` and `rejected` (see `answer_grades`).
 
 Writes `pairs_train.jsonl` and `pairs_test.jsonl` (llama2 adapter rows; prompts split by
 `data.test_fraction`, so no prompt is on both sides), read by a later stage as
