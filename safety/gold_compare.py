@@ -48,15 +48,20 @@ def cmd_gold(args) -> None:
     from alignment.recipes.schema import ModelConfig
     from alignment.stages.common import data_path
 
-    cfg = GoldSuiteConfig(n_helpful=args.n_helpful, n_safety=args.n_safety, n_borderline=args.n_borderline)
-    cfg.max_new_tokens = args.max_new_tokens
-    rows = suite_rows(cfg, data_path)
     if len(set(args.models)) < len(args.models):
         raise PaddockError("a model is named twice; give each checkpoint once")
-    results, texts = {}, {}
-    for name in args.models:
+    for name in args.models:  # all before the first model is loaded: a typo fails at once
         if not Path(name).expanduser().exists():
             raise PaddockError(f"{name}: no such checkpoint directory")
+    cfg = GoldSuiteConfig(
+        n_helpful=args.n_helpful,
+        n_safety=args.n_safety,
+        n_borderline=args.n_borderline,
+        max_new_tokens=args.max_new_tokens,
+    )
+    rows = suite_rows(cfg, data_path)
+    results, texts = {}, {}
+    for name in args.models:
         tokenizer = load_tokenizer(resolve_init(name)[0])
         model = load_frozen(ModelConfig(), name, dtype=torch.float32)
         rates, texts[name] = evaluate_gold(

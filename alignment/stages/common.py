@@ -113,7 +113,7 @@ def read_source(source, kind: str, rejects: Path | None = None, run_dir: Path | 
     `rejects` when given. `run_dir` is needed for a source read from a stage's output."""
     if source.stage and run_dir is None:
         raise PaddockError(f"source {source.path!r} of stage {source.stage!r} needs the run directory")
-    path = source_path(source, run_dir) if run_dir is not None else data_path(source.path)
+    path = source_path(source, run_dir)
     if kind == "preferences":
         options = dict(source.options)
         if source.category:

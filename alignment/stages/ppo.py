@@ -366,8 +366,9 @@ def run_ppo(ctx: StageContext) -> dict:
     last_iteration = evals[-1]["iteration"] if stopped_early else cfg.iterations
     if evals[-1]["iteration"] != last_iteration:
         evals.append({"iteration": last_iteration, **_numbers(after)})
-    kept = best_eval(evals) if cfg.keep_best else evals[-1]
-    if kept is not evals[-1] and best_file.is_file():
+    # Without the snapshot (a run resumed from before keep_best existed) the last policy is kept.
+    kept = best_eval(evals) if cfg.keep_best and best_file.is_file() else evals[-1]
+    if kept is not evals[-1]:
         restore_weights(modules, best_file)
         print(
             f"[{cfg.name}] keeping the policy of iteration {kept['iteration']} (best held-out proxy reward)"

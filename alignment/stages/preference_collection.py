@@ -212,6 +212,7 @@ def run_preference_collection(ctx: StageContext) -> dict:
         raise PaddockError(f"stage {cfg.name}: preference collection needs `data` with RL-prompt sources")
     train_rows, test_rows, data_report = load_records(ctx, kind="rl_prompts")  # split by prompt
     train, test = [r for r in train_rows if has_grader(r)], [r for r in test_rows if has_grader(r)]
+    without_grader = len(train_rows) + len(test_rows) - len(train) - len(test)
     if not train:
         raise PaddockError(f"stage {cfg.name}: no prompt has a gold grader (gym RL prompts carry `meta`)")
     rng = random.Random(ctx.seed)
@@ -220,7 +221,7 @@ def run_preference_collection(ctx: StageContext) -> dict:
     tokenizer = ctx.tokenizer()
     model = load_frozen(ctx.recipe.model, ctx.init)
     summary = {"stage": cfg.name, "type": cfg.type, "init": str(ctx.init), "data": data_report}
-    summary["prompts_without_grader"] = sum(not has_grader(r) for r in train_rows + test_rows)
+    summary["prompts_without_grader"] = without_grader
     sources: Counter = Counter()
     for split, part in (("train", train), ("test", test)):
         rows, report = collect(ctx, model, tokenizer, part, split, rng)
