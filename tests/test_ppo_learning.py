@@ -151,3 +151,38 @@ def test_lora_dropout_is_off_in_rollout_values():
     first = trainer.rollout([None] * 4, prompts(4, 0), seed=0).values
     second = trainer.rollout([None] * 4, prompts(4, 0), seed=0).values
     torch.testing.assert_close(first, second, atol=0, rtol=0)
+
+
+def test_critic_warmup_trains_the_critic_only_and_its_error_falls():
+    """train_policy=False (the stage's critic_warmup): the shared-base critic adapter and value head
+    learn, so the value error on a fixed rollout falls; the policy adapter, its AdamW state (no
+    weight decay, no moments) and so the rollout distribution stay exactly as they were."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    targets = ["q_proj", "v_proj", "gate_proj"]
+    policy = get_peft_model(
+        PaddockLlamaForCausalLM(tiny_config()),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False),
+    )
+    policy.add_adapter("critic", LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
+    policy.set_adapter("default")
+    critic = AdapterCritic(policy, torch.nn.Linear(64, 1))
+    policy_params = policy_parameters(policy, critic)
+    optimizer = make_optimizer(policy_params, critic_parameters(critic), 1e-2, 1e-2)
+    trainer = PPOTrainer(
+        policy, AdapterReference(policy), critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+    )
+    before = [p.detach().clone() for p in policy_params]
+    batch = prompts(32, seed=0)
+    errors = []
+    for it in range(4):
+        stats = trainer.iteration([None] * len(batch), batch, seed=7, train_policy=False)
+        errors.append(stats["value_error"])
+        assert "policy_loss" not in stats and "policy_grad_norm" not in stats
+    assert errors[-1] < 0.5 * errors[0], errors
+    assert all(torch.equal(a, b) for a, b in zip(before, policy_params, strict=True))
+    assert not any(p in optimizer.state for p in policy_params)
+    # The next iteration with the policy on does move it.
+    trainer.iteration([None] * len(batch), batch, seed=7)
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy_params, strict=True))

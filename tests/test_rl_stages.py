@@ -88,7 +88,7 @@ def write_pipeline_recipe(tmp, tiny_checkpoint):  # noqa: F811
          "data": {"sources": [{"path": str(tmp / "gatt.jsonl")}], "test_fraction": 0.0}},
         {"type": "ppo", "iterations": 4, "batch_size": 6, "minibatch_size": 3, "learning_rate": 1e-3,
          "critic_learning_rate": 1e-3, "max_new_tokens": 8, "eval_every": 2, "checkpoint_every": 1,
-         "gold": gold, "data": prompts},
+         "critic_warmup": 1, "gold": gold, "data": prompts},
         {"type": "context_distillation", "n_prompts": 4, "max_new_tokens": 8, "gold": gold,
          "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
          "data": prompts},
@@ -154,6 +154,7 @@ def test_ppo_writes_metrics_plots_and_a_policy_only_adapter(rl_run):
     for key in ("reward", "reward_helpful", "reward_safety", "kl", "entropy", "policy_loss", "value_loss",
                 "clip_fraction", "response_length"):  # fmt: skip
         assert key in rows[-1], key
+    assert "value_loss" in rows[0] and "policy_loss" not in rows[0]  # critic_warmup: 1
     assert "eval_proxy_reward" in rows[1]
     summary = json.loads((out / "summary.json").read_text())
     assert "fresh" in summary["critic_init"]  # RS output is not the RMs' base
@@ -268,3 +269,12 @@ def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run)
     for png in ("rates_by_stage", "rm_scores_by_stage", "helpful_vs_safety"):
         assert (out / f"plots/{png}.png").is_file()
     assert (rl_run / "runs/tiny/REPORT").read_text().strip().endswith("report.md")
+
+
+def test_critic_warmup_must_leave_iterations_that_train_the_policy():
+    from alignment.recipes.config import RecipeError
+    from alignment.stages.ppo import PPOConfig
+
+    PPOConfig(type="ppo", iterations=4, critic_warmup=3).check_config("stages[0]")
+    with pytest.raises(RecipeError, match=r"critic_warmup: 4 is out of range \[0, 3\]"):
+        PPOConfig(type="ppo", iterations=4, critic_warmup=4).check_config("stages[0]")

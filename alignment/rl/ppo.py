@@ -283,7 +283,9 @@ class PPOTrainer:
             global_count,
         )
 
-    def train_on(self, rollout: Rollout, seed: int) -> dict:
+    def train_on(self, rollout: Rollout, seed: int, train_policy: bool = True) -> dict:
+        """One pass of minibatch steps per PPO epoch. `train_policy=False` updates the critic only
+        (critic warm-up): the policy, and so the next rollout's distribution, stays as it is."""
         s = self.settings
         generator = torch.Generator().manual_seed(seed)
         R = rollout.global_count
@@ -294,12 +296,12 @@ class PPOTrainer:
             for start in range(0, R, s.minibatch_size):
                 minibatch = order[start : start + s.minibatch_size].tolist()
                 idx = torch.tensor([local[g] for g in minibatch if g in local], dtype=torch.long)
-                stats = self._minibatch_step(rollout, idx)
+                stats = self._minibatch_step(rollout, idx, train_policy)
                 for key, value in stats.items():
                     totals.setdefault(key, []).append(value)
         return {key: sum(v) / len(v) for key, v in totals.items()}
 
-    def _minibatch_step(self, r: Rollout, idx: torch.Tensor) -> dict:
+    def _minibatch_step(self, r: Rollout, idx: torch.Tensor, train_policy: bool = True) -> dict:
         s = self.settings
         seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.response_mask[idx]
         # This process's share of the minibatch's tokens: its masked means, weighted by it, sum
@@ -308,18 +310,8 @@ class PPOTrainer:
         share = float(mask.sum()) / tokens
         stats: dict[str, float] = {}
         if len(idx):
-            with self._autocast():
-                logprobs, entropy = response_logprobs(
-                    self.policy, seq, att, r.prompt_length, with_entropy=True
-                )
-            logprobs = logprobs.float()
-            pg_loss, pg_stats = clipped_policy_loss(
-                logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip
-            )
-            entropy = masked_mean(entropy.float(), mask)
-            loss = pg_loss - s.entropy_coef * entropy if s.entropy_coef else pg_loss
-            check_finite(loss.detach(), "policy loss")
-            (loss * share).backward()
+            if train_policy:
+                stats = self._policy_backward(r, idx, share)
             # The critic's backward runs while its adapter is the active (trainable) one.
             with self._autocast():
                 values = self.critic.values(seq, att, r.prompt_length).float()
@@ -327,30 +319,42 @@ class PPOTrainer:
             check_finite(vf_loss.detach(), "value loss")
             with self.critic.active():
                 (s.value_coef * vf_loss * share).backward()
-            stats = {
-                "policy_loss": float(pg_loss.detach()),
-                "value_loss": float(vf_loss.detach()),
-                "entropy": float(entropy.detach()),
-                **pg_stats,
-                **vf_stats,
-            }
+            stats.update({"value_loss": float(vf_loss.detach()), **vf_stats})
         if distributed.enabled():
-            distributed.all_reduce_gradients(self.policy_params + self.critic_params)
-            keys = STEP_STATS
+            # In warm-up the policy has no gradients to sum, and zeros would let AdamW move it.
+            distributed.all_reduce_gradients((self.policy_params if train_policy else []) + self.critic_params)
+            keys = STEP_STATS if train_policy else CRITIC_STATS
             sums = distributed.all_reduce_sum([stats.get(k, 0.0) * share for k in keys])
             stats = dict(zip(keys, sums, strict=True))
-        policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, s.max_grad_norm)
         critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, s.max_grad_norm)
-        check_finite(policy_norm, "policy gradient norm")
         check_finite(critic_norm, "critic gradient norm")
+        if train_policy:
+            policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, s.max_grad_norm)
+            check_finite(policy_norm, "policy gradient norm")
+            stats["policy_grad_norm"] = float(policy_norm)
+        # AdamW skips parameters without a gradient (no step, no weight decay), so in warm-up the
+        # policy's weights and its optimizer state stay untouched.
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**stats, "policy_grad_norm": float(policy_norm)}
+        return stats
 
-    def iteration(self, records, prompt_ids, seed: int) -> dict:
+    def _policy_backward(self, r: Rollout, idx: torch.Tensor, share: float) -> dict:
+        s = self.settings
+        seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.response_mask[idx]
+        with self._autocast():
+            logprobs, entropy = response_logprobs(self.policy, seq, att, r.prompt_length, with_entropy=True)
+        logprobs = logprobs.float()
+        pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx], r.advantages[idx], mask, s.clip)
+        entropy = masked_mean(entropy.float(), mask)
+        loss = pg_loss - s.entropy_coef * entropy if s.entropy_coef else pg_loss
+        check_finite(loss.detach(), "policy loss")
+        (loss * share).backward()
+        return {"policy_loss": float(pg_loss.detach()), "entropy": float(entropy.detach()), **pg_stats}
+
+    def iteration(self, records, prompt_ids, seed: int, train_policy: bool = True) -> dict:
         rollout = self.rollout(records, prompt_ids, seed)
         self.eval_mode()  # dropout off for the update too: see the module docstring
-        stats = self.train_on(rollout, seed + 1)
+        stats = self.train_on(rollout, seed + 1, train_policy)
         return {**rollout.stats, **stats}
 
 
@@ -364,6 +368,7 @@ STEP_STATS = (
     "value_clip_fraction",
     "value_error",
 )
+CRITIC_STATS = ("value_loss", "value_clip_fraction", "value_error")
 
 
 def gathered(x: torch.Tensor) -> tuple[torch.Tensor, slice]:

@@ -62,6 +62,12 @@ class PPOConfig(StageConfig):
     samples_per_prompt: int = setting("Answers sampled per prompt in a rollout.", default=1)
     minibatch_size: int = setting("Rows per gradient step; one step per minibatch (paper: 64).", default=64)
     ppo_epochs: int = setting("Passes over each rollout (paper: one step per minibatch, so 1).", default=1)
+    critic_warmup: int = setting(
+        "Iterations at the start that train the critic only (not in the paper; OpenRLHF's "
+        "freezing_actor_steps). A critic that starts from the RM's head on the policy's features "
+        "predicts the whitened rewards worse than zero, so early advantages are mostly its error.",
+        default=0,
+    )
     learning_rate: float = setting("Policy learning rate, constant (paper: 1e-6).", default=1e-6)
     critic_learning_rate: float = setting(
         "Critic learning rate (not in the paper; our choice).", default=5e-6
@@ -118,6 +124,7 @@ class PPOConfig(StageConfig):
         super().check_config(path)
         for key in ("iterations", "batch_size", "samples_per_prompt", "minibatch_size", "ppo_epochs"):
             check_range(getattr(self, key), join(path, key), low=1)
+        check_range(self.critic_warmup, join(path, "critic_warmup"), low=0, high=self.iterations - 1)
         check_range(self.clip, join(path, "clip"), low=0, high=1, high_open=True)
         check_range(self.gamma, join(path, "gamma"), low=0, high=1)
         check_range(self.lam, join(path, "lam"), low=0, high=1)
@@ -329,10 +336,14 @@ def run_ppo(ctx: StageContext) -> dict:
         with at_step(
             it + 1, lambda records=records: [train_prompts.index(r) for r in records]
         ):  # NaN/inf: say where
-            stats = trainer.iteration(records, prompt_ids, seed=ctx.seed * 1_000_003 + it)
+            stats = trainer.iteration(
+                records, prompt_ids, seed=ctx.seed * 1_000_003 + it, train_policy=it >= cfg.critic_warmup
+            )
         row = {"step": it + 1, **_numbers(stats)}
         done = it + 1 == cfg.iterations
-        if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not done:
+        # Warm-up leaves the policy as it was at iteration 0, so there is nothing new to evaluate.
+        trained = it + 1 > cfg.critic_warmup
+        if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and trained and not done:
             result = evaluate_policy(trainer, scorer, tokenizer, sets, cfg)
             evals.append({"iteration": it + 1, **_numbers(result)})
             row.update({f"eval_{k}": v for k, v in _numbers(result).items()})
