@@ -136,7 +136,11 @@ def select_prompts(tokenizer, batch: int, target: int, path: Path = PROMPTS) -> 
 
 
 def settings(args) -> PPOSettings:
-    return PPOSettings(minibatch_size=args.minibatch, merged_sampling=not args.no_merged_sampling)
+    return PPOSettings(
+        minibatch_size=args.minibatch,
+        merged_sampling=not args.no_merged_sampling,
+        rollout_logprobs=args.rollout_logprobs,
+    )
 
 
 def make_reward_fn(scorer: RewardScorer):
@@ -462,7 +466,7 @@ def measure_memory(name: str, args) -> None:
 
 def child_memory(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--measure-memory", name]
-    for key in ("batch", "prompt_tokens", "new_tokens", "minibatch", "threads", "base_dtype"):
+    for key in ("batch", "prompt_tokens", "new_tokens", "minibatch", "threads", "base_dtype", "rollout_logprobs"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.no_merged_sampling:
         cmd.append("--no-merged-sampling")
@@ -492,6 +496,12 @@ def main() -> None:
     parser.add_argument(
         "--no-merged-sampling", action="store_true", help="Paddock samples from the PEFT policy itself"
     )
+    parser.add_argument(
+        "--rollout-logprobs",
+        choices=["policy", "sampler"],
+        default="policy",
+        help="Paddock's rollout log-probs: a policy forward pass (the stage's default) or the engine's own",
+    )
     parser.add_argument("--measure-memory", choices=sorted(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -513,7 +523,8 @@ def main() -> None:
         f"mean {sum(lengths) / len(lengths):.0f}), "
         f"{args.new_tokens} new tokens, minibatch {args.minibatch} "
         f"({-(-args.batch // args.minibatch)} gradient steps), LoRA r=16, "
-        f"{args.base_dtype} base weights + bf16 autocast"
+        f"{args.base_dtype} base weights + bf16 autocast, Paddock's rollout log-probs from the "
+        f"{args.rollout_logprobs}"
     )
     seeds = iter(range(1, 10_000))
     print("warm-up")
@@ -577,6 +588,7 @@ def main() -> None:
         "seconds": {name: {k: round(v, 2) for k, v in m.items()} for name, m in med.items()},
         "threads": torch.get_num_threads(),
         "base_dtype": args.base_dtype,
+        "rollout_logprobs": args.rollout_logprobs,
     }
     if memory:
         summary["peak_memory_ratio"] = round(

@@ -186,3 +186,45 @@ def test_critic_warmup_trains_the_critic_only_and_its_error_falls():
     # The next iteration with the policy on does move it.
     trainer.iteration([None] * len(batch), batch, seed=7)
     assert any(not torch.equal(a, b) for a, b in zip(before, policy_params, strict=True))
+
+
+def test_sampler_logprobs_equal_the_policy_forward_in_fp32(monkeypatch):
+    """rollout_logprobs='sampler' takes the engine's log-probs instead of a policy forward pass. In
+    fp32 with the policy itself sampling (no bf16 copy) the two are the same numbers up to float
+    rounding, the same tokens are drawn (same seed), and everything downstream (KL, advantages)
+    agrees; a temperature other than 1 is refused, since the engine's log-probs are then not π's."""
+    torch.manual_seed(0)
+    policy = PaddockLlamaForCausalLM(tiny_config())
+    reference = ModelReference(copy.deepcopy(policy).requires_grad_(False))
+    critic = ModelCritic(PaddockLlamaForValue(tiny_config()))
+    optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 1e-3, 1e-3)
+    import alignment.rl.ppo as ppo_module
+
+    forwards = []
+    counted = ppo_module.response_logprobs
+    monkeypatch.setattr(
+        ppo_module, "response_logprobs", lambda model, *a, **k: forwards.append(model) or counted(model, *a, **k)
+    )
+    rollouts = {}
+    for source in ("policy", "sampler"):
+        settings = PPOSettings(minibatch_size=8, rollout_logprobs=source)
+        trainer = PPOTrainer(
+            policy, reference, critic, target_reward, DigitsTokenizer(), settings, SAMPLING, optimizer
+        )
+        forwards.clear()
+        rollouts[source] = trainer.rollout([None] * 8, prompts(8, 0), seed=0)
+        # The reference always runs; the policy's forward only without the sampler's log-probs.
+        assert forwards.count(policy) == (source == "policy") and len(forwards) == 1 + (source == "policy")
+    exact, engine = rollouts["policy"], rollouts["sampler"]
+    assert torch.equal(exact.sequences, engine.sequences)
+    assert exact.response_mask.sum() > 8 and bool((exact.logprobs < -0.1).any())  # not all-zero
+    torch.testing.assert_close(engine.logprobs, exact.logprobs, atol=1e-4, rtol=0)
+    torch.testing.assert_close(engine.advantages, exact.advantages, atol=1e-3, rtol=0)
+
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="temperature 1"):
+        PPOTrainer(
+            policy, reference, critic, target_reward, DigitsTokenizer(),
+            PPOSettings(rollout_logprobs="sampler"), replace(SAMPLING, temperature=0.7), optimizer,
+        )  # fmt: skip

@@ -278,3 +278,12 @@ def test_critic_warmup_must_leave_iterations_that_train_the_policy():
     PPOConfig(type="ppo", iterations=4, critic_warmup=3).check_config("stages[0]")
     with pytest.raises(RecipeError, match=r"critic_warmup: 4 is out of range \[0, 3\]"):
         PPOConfig(type="ppo", iterations=4, critic_warmup=4).check_config("stages[0]")
+
+
+def test_sampler_logprobs_need_temperature_one():
+    from alignment.recipes.config import RecipeError
+    from alignment.stages.ppo import PPOConfig
+
+    PPOConfig(type="ppo", rollout_logprobs="sampler").check_config("stages[0]")
+    with pytest.raises(RecipeError, match="rollout_logprobs: 'sampler' needs temperature 1"):
+        PPOConfig(type="ppo", rollout_logprobs="sampler", temperature=0.8).check_config("stages[0]")

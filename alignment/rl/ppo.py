@@ -63,6 +63,15 @@ class PPOSettings:
     whiten_advantages: bool = True
     max_grad_norm: float = 1.0
     merged_sampling: bool = True  # roll out from a merged copy of a LoRA policy (rl/sampler.py)
+    # Where the rollout's log-probs (the ratio's denominator and the KL's policy side) come from:
+    # "policy" = a forward pass of the policy over the sampled sequences; "sampler" = the engine's
+    # own, saving that forward, but equal to the policy's only up to the sampling copy's rounding
+    # (bf16 merged weights, cached decoding), so the first minibatch's ratio is 1 only up to it.
+    rollout_logprobs: str = "policy"
+
+    def __post_init__(self):
+        if self.rollout_logprobs not in ("policy", "sampler"):
+            raise ValueError(f"rollout_logprobs must be 'policy' or 'sampler', got {self.rollout_logprobs!r}")
 
 
 def causal_lm_of(model):
@@ -191,6 +200,11 @@ class PPOTrainer:
             sampling,
         )
         self.optimizer, self.autocast, self.style = optimizer, autocast, style
+        if settings.rollout_logprobs == "sampler" and not is_plain_sampling(sampling):
+            raise ValueError(
+                "rollout_logprobs='sampler' needs temperature 1 and no top-k/top-p: the engine's "
+                "log-probs are under the sampling distribution, and PPO's ratio needs the policy's"
+            )
         self.running = RunningMoments()
         self.sampler = None
         if settings.merged_sampling and can_merge(policy):
@@ -235,7 +249,10 @@ class PPOTrainer:
             P = out.prompt_length
             mask = out.response_mask.float()
             attention = torch.cat([out.prompt_mask, out.response_mask], dim=1)
-            logprobs = response_logprobs(self.policy, out.sequences, attention, P)[0].float() * mask
+            if s.rollout_logprobs == "sampler":
+                logprobs = out.logprobs.float() * mask
+            else:
+                logprobs = response_logprobs(self.policy, out.sequences, attention, P)[0].float() * mask
             ref = self.reference.logprobs(out.sequences, attention, P).float() * mask
             values = self.critic.values(out.sequences, attention, P).float() * mask
         if not bool((mask.sum(1) > 0).all()):
@@ -419,6 +436,11 @@ def check_finite(value: torch.Tensor, what: str) -> None:
     from alignment.training import guards  # names the bad rows; the stage adds step and prompt ids
 
     guards.check_finite(value, f"PPO: {what}")
+
+
+def is_plain_sampling(sampling: SamplingConfig) -> bool:
+    """True when the engine samples from π itself (no temperature, top-k or top-p change)."""
+    return sampling.temperature == 1.0 and sampling.top_k == 0 and sampling.top_p == 1.0
 
 
 def _with_seed(sampling: SamplingConfig, seed: int) -> SamplingConfig:

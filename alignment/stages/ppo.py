@@ -96,6 +96,12 @@ class PPOConfig(StageConfig):
         default="batch",
     )
     temperature: float = setting("Rollout sampling temperature.", default=1.0)
+    rollout_logprobs: Literal["policy", "sampler"] = setting(
+        "Where the rollout's log-probs come from: a forward pass of the policy (exact), or the "
+        "generation engine's own (one forward pass fewer per iteration; equal to the policy's only up "
+        "to the bf16 sampling copy's rounding). `sampler` needs temperature 1.",
+        default="policy",
+    )
     max_new_tokens: int = setting("Answer length cap in rollouts and evals.", default=64)
     max_prompt_tokens: int = setting("Prompts are cut from the left to this many tokens.", default=384)
     chat_style: Literal["template", "llama2"] = setting("Chat format of prompts.", default="template")
@@ -125,6 +131,14 @@ class PPOConfig(StageConfig):
         for key in ("iterations", "batch_size", "samples_per_prompt", "minibatch_size", "ppo_epochs"):
             check_range(getattr(self, key), join(path, key), low=1)
         check_range(self.critic_warmup, join(path, "critic_warmup"), low=0, high=self.iterations - 1)
+        if self.rollout_logprobs == "sampler" and self.temperature != 1.0:
+            from alignment.recipes.config import RecipeError
+
+            raise RecipeError(
+                f"{join(path, 'rollout_logprobs')}: 'sampler' needs temperature 1 (the engine's "
+                f"log-probs are under the sampling distribution), got {self.temperature}",
+                path,
+            )
         check_range(self.clip, join(path, "clip"), low=0, high=1, high_open=True)
         check_range(self.gamma, join(path, "gamma"), low=0, high=1)
         check_range(self.lam, join(path, "lam"), low=0, high=1)
@@ -274,6 +288,7 @@ def run_ppo(ctx: StageContext) -> dict:
         ppo_epochs=cfg.ppo_epochs,
         whiten_rewards=cfg.whiten_rewards,
         max_grad_norm=cfg.max_grad_norm,
+        rollout_logprobs=cfg.rollout_logprobs,
     )
     sampling = sampling_for(
         tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, n=cfg.samples_per_prompt
