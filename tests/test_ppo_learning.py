@@ -228,3 +228,12 @@ def test_sampler_logprobs_equal_the_policy_forward_in_fp32(monkeypatch):
             policy, reference, critic, target_reward, DigitsTokenizer(),
             PPOSettings(rollout_logprobs="sampler"), replace(SAMPLING, temperature=0.7), optimizer,
         )  # fmt: skip
+
+
+def test_group_means_average_each_prompt_kind_apart():
+    """Rewards 1, 2 on helpfulness rows and 6 on a safety row: the batch mean is 3, but per kind
+    the means are (1 + 2) / 2 = 1.5 and 6 / 1 = 6."""
+    from alignment.rl.ppo import group_means
+
+    means = group_means([1.0, 6.0, 2.0], ["helpfulness", "safety", "helpfulness"], prefix="reward_on_")
+    assert means == {"reward_on_helpfulness": 1.5, "reward_on_safety": 6.0}

@@ -155,6 +155,8 @@ def test_ppo_writes_metrics_plots_and_a_policy_only_adapter(rl_run):
                 "clip_fraction", "response_length"):  # fmt: skip
         assert key in rows[-1], key
     assert "value_loss" in rows[0] and "policy_loss" not in rows[0]  # critic_warmup: 1
+    kinds = [{k for k in r if k.startswith("reward_on_")} for r in rows]
+    assert all(kinds) and set().union(*kinds) == {"reward_on_helpfulness", "reward_on_safety"}
     assert "eval_proxy_reward" in rows[1]
     summary = json.loads((out / "summary.json").read_text())
     assert "fresh" in summary["critic_init"]  # RS output is not the RMs' base

@@ -31,7 +31,10 @@ def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> li
     plots.mkdir(parents=True, exist_ok=True)
     written = []
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    on_kind = sorted({k for r in rows for k in r if k.startswith("reward_on_")})
     for ax, (title, keys) in zip(axes.flat, PANELS, strict=True):
+        if title == "reward":  # the batch mean moves with the prompt mix; per kind it does not
+            keys = (*keys, *on_kind)
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if key in r]
             if points:

@@ -177,7 +177,11 @@ class Rollout:
 
 class PPOTrainer:
     """reward_fn(records, texts, sequences, response_mask) -> dict of [R] tensors with at least
-    `reward` (the scalar to maximise, before whitening); other entries are logged as means."""
+    `reward` (the scalar to maximise, before whitening); other entries are logged as means.
+
+    group_of(record) -> str, optional: the rollout's mean reward is also logged per group
+    (`reward_on_<group>`), since a batch's mean moves with its mix of prompt kinds (safety prompts
+    score far higher than helpfulness prompts) as much as with the policy."""
 
     def __init__(
         self,
@@ -191,6 +195,7 @@ class PPOTrainer:
         optimizer,
         autocast: bool = False,
         style: str = "template",
+        group_of=None,
     ):
         self.policy, self.reference, self.critic = policy, reference, critic
         self.reward_fn, self.tokenizer, self.settings, self.sampling = (
@@ -199,7 +204,7 @@ class PPOTrainer:
             settings,
             sampling,
         )
-        self.optimizer, self.autocast, self.style = optimizer, autocast, style
+        self.optimizer, self.autocast, self.style, self.group_of = optimizer, autocast, style, group_of
         if settings.rollout_logprobs == "sampler" and not is_plain_sampling(sampling):
             raise ValueError(
                 "rollout_logprobs='sampler' needs temperature 1 and no top-k/top-p: the engine's "
@@ -285,6 +290,9 @@ class PPOTrainer:
         keys = list(means)
         sums = distributed.all_reduce_sum([float(means[k].sum()) for k in keys])
         stats = {k: total / global_count for k, total in zip(keys, sums, strict=True)}
+        if self.group_of is not None:
+            groups = [self.group_of(r) for r in records for _ in range(n)]
+            stats.update(group_means(raw.tolist(), groups, prefix="reward_on_"))
         stats["samples"] = texts[:4]
         return Rollout(
             out.sequences,
@@ -386,6 +394,22 @@ STEP_STATS = (
     "value_error",
 )
 CRITIC_STATS = ("value_loss", "value_clip_fraction", "value_error")
+
+
+def group_means(values: list[float], groups: list[str], prefix: str) -> dict[str, float]:
+    """{prefix + group: mean of the values in that group}, over every process's rows."""
+    local: dict[str, list[float]] = {}
+    for value, group in zip(values, groups, strict=True):
+        total = local.setdefault(group, [0.0, 0])
+        total[0] += value
+        total[1] += 1
+    merged: dict[str, list[float]] = {}
+    for part in distributed.all_gather_objects(local):
+        for group, (total, count) in part.items():
+            merged.setdefault(group, [0.0, 0])
+            merged[group][0] += total
+            merged[group][1] += count
+    return {prefix + group: total / count for group, (total, count) in sorted(merged.items())}
 
 
 def gathered(x: torch.Tensor) -> tuple[torch.Tensor, slice]:

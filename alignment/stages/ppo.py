@@ -307,7 +307,16 @@ def run_ppo(ctx: StageContext) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (paper)
     autocast = ctx.recipe.model.precision == "bf16-autocast"
     trainer = PPOTrainer(
-        policy, reference, critic, reward_fn, tokenizer, settings, sampling, optimizer, autocast
+        policy,
+        reference,
+        critic,
+        reward_fn,
+        tokenizer,
+        settings,
+        sampling,
+        optimizer,
+        autocast,
+        group_of=lambda r: str(getattr(r.category, "value", r.category)),
     )
     modules = nn.ModuleDict({"policy": policy, "critic": critic})
     sets = held_out_sets(ctx, cfg, test_prompts)
