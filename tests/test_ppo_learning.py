@@ -237,3 +237,36 @@ def test_group_means_average_each_prompt_kind_apart():
 
     means = group_means([1.0, 6.0, 2.0], ["helpfulness", "safety", "helpfulness"], prefix="reward_on_")
     assert means == {"reward_on_helpfulness": 1.5, "reward_on_safety": 6.0}
+
+
+def test_group_whitening_removes_a_prompt_kind_offset_from_the_returns():
+    """Half the prompts are of kind "s" and always score 10, the others score their target share
+    (0..1). Whitened over the batch, every "s" answer gets a positive return; whitened per kind, the
+    "s" answers all score the same, whiten to 0, and (policy = reference, so no KL) return 0."""
+    torch.manual_seed(0)
+    policy = PaddockLlamaForCausalLM(tiny_config())
+    reference = ModelReference(copy.deepcopy(policy).requires_grad_(False))
+    critic = ModelCritic(PaddockLlamaForValue(tiny_config()))
+    optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 1e-3, 1e-3)
+    kinds = ["s", "h"] * 4
+
+    def reward(records, texts, sequences, response_mask):
+        share = target_reward(records, texts, sequences, response_mask)["reward"]
+        return {"reward": torch.where(torch.tensor([r == "s" for r in records]), 10.0, share)}
+
+    returns = {}
+    for mode in ("batch", "group"):
+        settings = PPOSettings(minibatch_size=8, whiten_rewards=mode, gamma=1.0, lam=1.0)
+        trainer = PPOTrainer(
+            policy, reference, critic, reward, DigitsTokenizer(), settings, SAMPLING, optimizer, group_of=str
+        )
+        rollout = trainer.rollout(kinds, prompts(8, 0), seed=0)
+        first = rollout.returns[:, 0]  # λ = γ = 1: every token's return is the answer's reward
+        returns[mode] = first[[k == "s" for k in kinds]]
+    assert bool((returns["batch"] > 0.5).all())
+    torch.testing.assert_close(returns["group"], torch.zeros(4), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="needs group_of"):
+        PPOTrainer(
+            policy, reference, critic, reward, DigitsTokenizer(), PPOSettings(whiten_rewards="group"),
+            SAMPLING, optimizer,
+        )  # fmt: skip

@@ -278,3 +278,19 @@ def test_value_loss_without_clipping(clip):
 def test_value_loss_rejects_negative_clip():
     with pytest.raises(ValueError, match="clip"):
         clipped_value_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), -0.1)
+
+
+def test_whiten_by_group_whitens_each_group_on_its_own():
+    """x = [1, 3, 10, 20, 30] in groups [a, a, b, b, b]. Group a: mean 2, var 1, so [−1, 1]. Group b:
+    mean 20, var (100 + 0 + 100)/3 = 66.67, so (x − 20)/8.165 = [−1.2247, 0, 1.2247]. Whitened over
+    the whole batch instead, every a entry would be negative (batch mean 12.8): the group offset the
+    per-group version removes. A group of one whitens to 0."""
+    from alignment.rl.functional import whiten_by_group
+
+    s = math.sqrt(1.5)
+    close(whiten_by_group(t(1, 3, 10, 20, 30), ["a", "a", "b", "b", "b"]), [-1, 1, -s, 0, s])
+    close(whiten_by_group(t(20, 1, 3, 30, 10), ["b", "a", "a", "b", "b"]), [0, -1, 1, s, -s])
+    assert bool((whiten(t(1, 3, 10, 20, 30))[:2] < 0).all())
+    close(whiten_by_group(t(5, 1, 3), ["x", "a", "a"]), [0, -1, 1])
+    with pytest.raises(ValueError, match="one group per entry"):
+        whiten_by_group(t(1, 2), ["a"])

@@ -62,6 +62,22 @@ def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: 
     return out * m
 
 
+def whiten_by_group(x: Tensor, groups: list, eps: float = 1e-8) -> Tensor:
+    """`whiten` applied to each group's entries of the 1-D `x` on their own (groups[i] names x[i]'s).
+
+    For PPO rewards grouped by prompt kind: whitened over the whole batch, a kind that scores high
+    everywhere (safety prompts under the safety RM) hands its answers positive advantages unless the
+    critic has learned that offset, and the policy learns whatever those answers share.
+    """
+    if len(groups) != x.shape[0] or x.dim() != 1:
+        raise ValueError(f"need a 1-D x and one group per entry, got {tuple(x.shape)} and {len(groups)}")
+    out = torch.zeros_like(x)
+    for group in dict.fromkeys(groups):
+        rows = torch.tensor([g == group for g in groups], device=x.device)
+        out[rows] = whiten(x[rows], eps=eps)
+    return out
+
+
 class RunningMoments:
     """Mean and (population) std of every value seen so far, merged batch by batch.
 

@@ -43,6 +43,7 @@ from alignment.rl.functional import (
     kl_per_token,
     masked_mean,
     whiten,
+    whiten_by_group,
 )
 from alignment.rl.sampler import MergedSampler, can_merge
 
@@ -59,7 +60,7 @@ class PPOSettings:
     entropy_coef: float = 0.0
     minibatch_size: int = 64
     ppo_epochs: int = 1
-    whiten_rewards: str = "batch"  # batch | running | none
+    whiten_rewards: str = "batch"  # batch | running | group (per group_of, within the batch) | none
     whiten_advantages: bool = True
     max_grad_norm: float = 1.0
     merged_sampling: bool = True  # roll out from a merged copy of a LoRA policy (rl/sampler.py)
@@ -210,6 +211,8 @@ class PPOTrainer:
                 "rollout_logprobs='sampler' needs temperature 1 and no top-k/top-p: the engine's "
                 "log-probs are under the sampling distribution, and PPO's ratio needs the policy's"
             )
+        if settings.whiten_rewards == "group" and group_of is None:
+            raise ValueError("whiten_rewards='group' needs group_of (each prompt record's group)")
         self.running = RunningMoments()
         self.sampler = None
         if settings.merged_sampling and can_merge(policy):
@@ -277,6 +280,9 @@ class PPOTrainer:
             reward = self.running.whiten(raw)
         elif s.whiten_rewards == "batch" and len(everyone) > 1:
             reward = whiten(everyone)[own]
+        elif s.whiten_rewards == "group":
+            groups = [self.group_of(r) for r in records for _ in range(n)]
+            reward = whiten_by_group(everyone, [g for part in distributed.all_gather_objects(groups) for g in part])[own]
         else:
             reward = raw
         kl = kl_per_token(logprobs, ref, s.kl_estimator) * mask

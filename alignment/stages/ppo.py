@@ -91,8 +91,11 @@ class PPOConfig(StageConfig):
         "GAE discount γ (the paper gives none; 1.0: the reward is for the whole answer).", default=1.0
     )
     lam: float = setting("GAE λ (our choice: 0.95).", default=0.95)
-    whiten_rewards: Literal["batch", "running", "none"] = setting(
-        "Whitening of logit(Rc): per rollout batch (paper), with running statistics, or none.",
+    whiten_rewards: Literal["batch", "running", "group", "none"] = setting(
+        "Whitening of logit(Rc): per rollout batch (paper), with running statistics, per prompt "
+        "category within the batch (`group`: helpfulness and safety prompts each on their own, so the "
+        "safety RM's higher scores do not read as advantages while the critic has not learned them), "
+        "or none.",
         default="batch",
     )
     temperature: float = setting("Rollout sampling temperature.", default=1.0)
