@@ -289,3 +289,29 @@ def test_sampler_logprobs_need_temperature_one():
     PPOConfig(type="ppo", rollout_logprobs="sampler").check_config("stages[0]")
     with pytest.raises(RecipeError, match="rollout_logprobs: 'sampler' needs temperature 1"):
         PPOConfig(type="ppo", rollout_logprobs="sampler", temperature=0.8).check_config("stages[0]")
+
+
+def test_data_categories_keep_only_the_named_prompt_kinds(tmp_path):
+    """`data.categories: [helpfulness]` drops the gym's safety prompts from training and test rows
+    (PPO on helpfulness prompts alone); the report counts what each source kept."""
+    from types import SimpleNamespace
+
+    from alignment.recipes.schema import DataConfig, SourceConfig
+    from alignment.stages.common import load_records
+
+    rl = (REPO / "data/gym/rl_prompts_train.jsonl").read_text().splitlines()
+    rows = rl[:30] + [line for line in rl if '"safety"' in line][:10]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(rows) + "\n")
+    helpful = sum(json.loads(line)["category"] == "helpfulness" for line in rows)
+    assert 20 <= helpful < 40
+    data = DataConfig(sources=[SourceConfig(path=str(tmp_path / "prompts.jsonl"))], test_fraction=0.25)
+    ctx = SimpleNamespace(
+        stage=SimpleNamespace(data=data, name="ppo"), seed=0, run_dir=tmp_path, dir=SimpleNamespace(root=tmp_path)
+    )
+    train, test, _ = load_records(ctx, kind="rl_prompts")
+    kinds = lambda rows: {str(getattr(r.category, "value", r.category)) for r in rows}  # noqa: E731
+    assert kinds(train) == {"helpfulness", "safety"} and len(train) + len(test) == 40
+    data.categories = ["helpfulness"]
+    train, test, report = load_records(ctx, kind="rl_prompts")
+    assert kinds(train) == kinds(test) == {"helpfulness"} and len(train) + len(test) == helpful
+    assert report["categories"] == {"kept": ["helpfulness"], "rows": {"prompts": helpful}}

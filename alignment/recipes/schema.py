@@ -282,8 +282,15 @@ class DataConfig:
     max_rows: int | None = setting(
         "Cap on training rows after mixing (quick runs); null = all.", default=None
     )
+    categories: list[Literal["helpfulness", "safety", "other"]] | None = setting(
+        "Keep only records of these categories, in training and test data (e.g. PPO on helpfulness "
+        "prompts alone); null keeps every category.",
+        default=None,
+    )
 
     def check_config(self, path: str) -> None:
+        if self.categories is not None and not self.categories:
+            raise RecipeError(f"{join(path, 'categories')}: give at least one category, or null for all", path)
         if not self.sources:
             raise RecipeError(f"{join(path, 'sources')}: give at least one source", path)
         check_unique_names(self.sources, join(path, "sources"))

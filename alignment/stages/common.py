@@ -143,7 +143,9 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     data = ctx.stage.data
     loaded = dict(load_source(ctx, source, kind) for source in data.sources)
     report = {name: result.report.summary() for name, result in loaded.items()}
-    by_name = {name: result.records for name, result in loaded.items()}
+    by_name = {name: in_categories(result.records, data.categories) for name, result in loaded.items()}
+    if data.categories is not None:
+        report["categories"] = {"kept": list(data.categories), "rows": {k: len(v) for k, v in by_name.items()}}
     if data.mixture is None:
         rows = [row for name in by_name for row in by_name[name]]
     else:
@@ -157,6 +159,7 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
     if data.test_sources:
         test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
+        test = in_categories(test, data.categories)
         train = rows
     else:
         train, test = split_by_prompt(rows, data.test_fraction, seed=ctx.seed, prompt_of=prompt_of)
@@ -166,6 +169,10 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     if not train:
         raise PaddockError(f"stage {ctx.stage.name}: no training rows after loading and mixing")
     return train, test, report
+
+
+def in_categories(rows: list, categories: list[str] | None) -> list:
+    return rows if categories is None else [r for r in rows if _category(r) in categories]
 
 
 def _category(row) -> str:
