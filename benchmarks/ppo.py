@@ -466,7 +466,15 @@ def measure_memory(name: str, args) -> None:
 
 def child_memory(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--measure-memory", name]
-    for key in ("batch", "prompt_tokens", "new_tokens", "minibatch", "threads", "base_dtype", "rollout_logprobs"):
+    for key in (
+        "batch",
+        "prompt_tokens",
+        "new_tokens",
+        "minibatch",
+        "threads",
+        "base_dtype",
+        "rollout_logprobs",
+    ):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.no_merged_sampling:
         cmd.append("--no-merged-sampling")

@@ -18,7 +18,12 @@ from tests.conftest import tiny_config
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 ARGS = argparse.Namespace(
-    batch=4, prompt_tokens=64, new_tokens=4, minibatch=2, base_dtype="float32", no_merged_sampling=False,
+    batch=4,
+    prompt_tokens=64,
+    new_tokens=4,
+    minibatch=2,
+    base_dtype="float32",
+    no_merged_sampling=False,
     rollout_logprobs="policy",
 )
 

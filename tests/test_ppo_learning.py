@@ -171,12 +171,19 @@ def test_critic_warmup_trains_the_critic_only_and_its_error_falls():
     policy_params = policy_parameters(policy, critic)
     optimizer = make_optimizer(policy_params, critic_parameters(critic), 1e-2, 1e-2)
     trainer = PPOTrainer(
-        policy, AdapterReference(policy), critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+        policy,
+        AdapterReference(policy),
+        critic,
+        target_reward,
+        DigitsTokenizer(),
+        SETTINGS,
+        SAMPLING,
+        optimizer,
     )
     before = [p.detach().clone() for p in policy_params]
     batch = prompts(32, seed=0)
     errors = []
-    for it in range(4):
+    for _ in range(4):
         stats = trainer.iteration([None] * len(batch), batch, seed=7, train_policy=False)
         errors.append(stats["value_error"])
         assert "policy_loss" not in stats and "policy_grad_norm" not in stats
@@ -203,7 +210,9 @@ def test_sampler_logprobs_equal_the_policy_forward_in_fp32(monkeypatch):
     forwards = []
     counted = ppo_module.response_logprobs
     monkeypatch.setattr(
-        ppo_module, "response_logprobs", lambda model, *a, **k: forwards.append(model) or counted(model, *a, **k)
+        ppo_module,
+        "response_logprobs",
+        lambda model, *a, **k: forwards.append(model) or counted(model, *a, **k),
     )
     rollouts = {}
     for source in ("policy", "sampler"):

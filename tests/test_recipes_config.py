@@ -204,7 +204,7 @@ def test_missing_required_key_names_path(toy_stages, path, expected):
             "sources[1].name: duplicate source name 'helpful'",
         ),
         ("stages.0.data.test_fraction", 1.0, "test_fraction: 1.0 is out of range [0, 1)"),
-        ("stages.0.data.categories", [], "categories: give at least one category"),
+        ("stages.0.data.sources.0.categories", [], "categories: give at least one category"),
         ("logging.report_to", ["none", "wandb"], "'none' cannot be combined"),
         ("model.lora", {"r": 0}, "model.lora.r: 0 is out of range [1, inf)"),
     ],

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 import torch
@@ -291,9 +292,10 @@ def test_sampler_logprobs_need_temperature_one():
         PPOConfig(type="ppo", rollout_logprobs="sampler", temperature=0.8).check_config("stages[0]")
 
 
-def test_data_categories_keep_only_the_named_prompt_kinds(tmp_path):
-    """`data.categories: [helpfulness]` drops the gym's safety prompts from training and test rows
-    (PPO on helpfulness prompts alone); the report counts what each source kept."""
+def test_source_categories_keep_only_the_named_prompt_kinds(tmp_path):
+    """A source's `categories: [helpfulness]` drops the gym's safety prompts from it (PPO on
+    helpfulness prompts alone), and one file read twice with different categories mixes by ratio:
+    helpfulness as the anchor with ratio 0.8, safety 0.2 gives 1 safety prompt per 4 helpfulness."""
     from types import SimpleNamespace
 
     from alignment.recipes.schema import DataConfig, SourceConfig
@@ -304,14 +306,25 @@ def test_data_categories_keep_only_the_named_prompt_kinds(tmp_path):
     (tmp_path / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     helpful = sum(json.loads(line)["category"] == "helpfulness" for line in rows)
     assert 20 <= helpful < 40
-    data = DataConfig(sources=[SourceConfig(path=str(tmp_path / "prompts.jsonl"))], test_fraction=0.25)
+    path = str(tmp_path / "prompts.jsonl")
+    data = DataConfig(sources=[SourceConfig(path=path)], test_fraction=0.0)
     ctx = SimpleNamespace(
-        stage=SimpleNamespace(data=data, name="ppo"), seed=0, run_dir=tmp_path, dir=SimpleNamespace(root=tmp_path)
+        stage=SimpleNamespace(data=data, name="ppo"),
+        seed=0,
+        run_dir=tmp_path,
+        dir=SimpleNamespace(root=tmp_path),
     )
-    train, test, _ = load_records(ctx, kind="rl_prompts")
-    kinds = lambda rows: {str(getattr(r.category, "value", r.category)) for r in rows}  # noqa: E731
-    assert kinds(train) == {"helpfulness", "safety"} and len(train) + len(test) == 40
-    data.categories = ["helpfulness"]
-    train, test, report = load_records(ctx, kind="rl_prompts")
-    assert kinds(train) == kinds(test) == {"helpfulness"} and len(train) + len(test) == helpful
-    assert report["categories"] == {"kept": ["helpfulness"], "rows": {"prompts": helpful}}
+    kinds = lambda rows: Counter(str(getattr(r.category, "value", r.category)) for r in rows)  # noqa: E731
+    train, _, _ = load_records(ctx, kind="rl_prompts")
+    assert kinds(train) == {"helpfulness": helpful, "safety": 40 - helpful}
+    data.sources = [SourceConfig(path=path, categories=["helpfulness"])]
+    train, _, report = load_records(ctx, kind="rl_prompts")
+    assert kinds(train) == {"helpfulness": helpful}
+    assert report["prompts"].endswith(f"kept {helpful} of categories helpfulness")
+    data.sources = [
+        SourceConfig(path=path, name="tasks", categories=["helpfulness"]),
+        SourceConfig(path=path, name="harmful", categories=["safety"]),
+    ]
+    data.mixture = {"tasks": {"ratio": 0.8, "anchor": True}, "harmful": {"ratio": 0.2}}
+    train, _, _ = load_records(ctx, kind="rl_prompts")
+    assert kinds(train) == {"helpfulness": helpful, "safety": helpful // 4}

@@ -184,6 +184,11 @@ class SourceConfig:
     category: Literal["helpfulness", "safety", "other"] | None = setting(
         "Category for every record of this source; null keeps what the adapter reports.", default=None
     )
+    categories: list[Literal["helpfulness", "safety", "other"]] | None = setting(
+        "Keep only this source's records of these categories (after `category`), e.g. one prompt file "
+        "read twice as a helpfulness and a safety source to mix by ratio; null keeps them all.",
+        default=None,
+    )
     stage: str | None = setting(
         "An earlier stage of this run whose directory `path` is relative to: its output as this source "
         "(a preference_collection stage's pairs_train.jsonl). Checked when that stage has run.",
@@ -197,6 +202,9 @@ class SourceConfig:
     def check_config(self, path: str) -> None:
         if not self.path:
             raise RecipeError(f"{join(path, 'path')}: must not be empty", path)
+        if self.categories is not None and not self.categories:
+            where = join(path, "categories")
+            raise RecipeError(f"{where}: give at least one category, or null for all", where)
         # Build the adapter as the stage will (category included), so an unknown adapter or option
         # fails here rather than when the stage starts, after earlier stages have run.
         from alignment.data.adapters import get_adapter
@@ -282,15 +290,8 @@ class DataConfig:
     max_rows: int | None = setting(
         "Cap on training rows after mixing (quick runs); null = all.", default=None
     )
-    categories: list[Literal["helpfulness", "safety", "other"]] | None = setting(
-        "Keep only records of these categories, in training and test data (e.g. PPO on helpfulness "
-        "prompts alone); null keeps every category.",
-        default=None,
-    )
 
     def check_config(self, path: str) -> None:
-        if self.categories is not None and not self.categories:
-            raise RecipeError(f"{join(path, 'categories')}: give at least one category, or null for all", path)
         if not self.sources:
             raise RecipeError(f"{join(path, 'sources')}: give at least one source", path)
         check_unique_names(self.sources, join(path, "sources"))

@@ -282,7 +282,9 @@ class PPOTrainer:
             reward = whiten(everyone)[own]
         elif s.whiten_rewards == "group":
             groups = [self.group_of(r) for r in records for _ in range(n)]
-            reward = whiten_by_group(everyone, [g for part in distributed.all_gather_objects(groups) for g in part])[own]
+            reward = whiten_by_group(
+                everyone, [g for part in distributed.all_gather_objects(groups) for g in part]
+            )[own]
         else:
             reward = raw
         kl = kl_per_token(logprobs, ref, s.kl_estimator) * mask
@@ -353,7 +355,9 @@ class PPOTrainer:
             stats.update({"value_loss": float(vf_loss.detach()), **vf_stats})
         if distributed.enabled():
             # In warm-up the policy has no gradients to sum, and zeros would let AdamW move it.
-            distributed.all_reduce_gradients((self.policy_params if train_policy else []) + self.critic_params)
+            distributed.all_reduce_gradients(
+                (self.policy_params if train_policy else []) + self.critic_params
+            )
             keys = STEP_STATS if train_policy else CRITIC_STATS
             sums = distributed.all_reduce_sum([stats.get(k, 0.0) * share for k in keys])
             stats = dict(zip(keys, sums, strict=True))

@@ -100,7 +100,10 @@ DATA_KINDS = {
 
 def load_source(ctx: StageContext, source, kind: str):
     name = source.name or Path(source.path).stem
-    return name, read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl", ctx.run_dir)
+    result = read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl", ctx.run_dir)
+    if source.categories is not None:
+        result.records = [r for r in result.records if _category(r) in source.categories]
+    return name, result
 
 
 def source_path(source, run_dir: Path) -> Path:
@@ -142,10 +145,9 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     """(train, test, report) for the stage's data: sources loaded, mixed, capped and split by prompt."""
     data = ctx.stage.data
     loaded = dict(load_source(ctx, source, kind) for source in data.sources)
-    report = {name: result.report.summary() for name, result in loaded.items()}
-    by_name = {name: in_categories(result.records, data.categories) for name, result in loaded.items()}
-    if data.categories is not None:
-        report["categories"] = {"kept": list(data.categories), "rows": {k: len(v) for k, v in by_name.items()}}
+    names = list(loaded)
+    report = {name: summary(loaded[name], source) for name, source in zip(names, data.sources, strict=True)}
+    by_name = {name: result.records for name, result in loaded.items()}
     if data.mixture is None:
         rows = [row for name in by_name for row in by_name[name]]
     else:
@@ -159,7 +161,6 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
     if data.test_sources:
         test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
-        test = in_categories(test, data.categories)
         train = rows
     else:
         train, test = split_by_prompt(rows, data.test_fraction, seed=ctx.seed, prompt_of=prompt_of)
@@ -171,8 +172,11 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     return train, test, report
 
 
-def in_categories(rows: list, categories: list[str] | None) -> list:
-    return rows if categories is None else [r for r in rows if _category(r) in categories]
+def summary(result, source) -> str:
+    text = result.report.summary()
+    if source.categories is not None:
+        text += f"; kept {len(result.records)} of categories {', '.join(source.categories)}"
+    return text
 
 
 def _category(row) -> str:
