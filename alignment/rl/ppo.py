@@ -274,6 +274,7 @@ class PPOTrainer:
         )
         raw = scores["reward"].float()
         check_finite(raw, "reward")
+        groups = None if self.group_of is None else [self.group_of(r) for r in records for _ in range(n)]
         everyone, own = gathered(raw)  # whitening statistics over the whole batch
         if s.whiten_rewards == "running":
             self.running.update(everyone)
@@ -281,7 +282,6 @@ class PPOTrainer:
         elif s.whiten_rewards == "batch" and len(everyone) > 1:
             reward = whiten(everyone)[own]
         elif s.whiten_rewards == "group":
-            groups = [self.group_of(r) for r in records for _ in range(n)]
             reward = whiten_by_group(
                 everyone, [g for part in distributed.all_gather_objects(groups) for g in part]
             )[own]
@@ -298,8 +298,7 @@ class PPOTrainer:
         keys = list(means)
         sums = distributed.all_reduce_sum([float(means[k].sum()) for k in keys])
         stats = {k: total / global_count for k, total in zip(keys, sums, strict=True)}
-        if self.group_of is not None:
-            groups = [self.group_of(r) for r in records for _ in range(n)]
+        if groups is not None:
             stats.update(group_means(raw.tolist(), groups, prefix="reward_on_"))
         stats["samples"] = texts[:4]
         return Rollout(
