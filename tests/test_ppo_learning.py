@@ -66,6 +66,18 @@ SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0, eos_token_ids=(2,),
 SETTINGS = PPOSettings(beta=0.01, minibatch_size=8, ppo_epochs=2, gamma=1.0, lam=0.95)
 
 
+def shared_base_trainer(policy, lr: float):
+    """A PPOTrainer whose critic is the PEFT policy's "critic" adapter plus a value head."""
+    policy.set_adapter("default")
+    critic = AdapterCritic(policy, torch.nn.Linear(64, 1))
+    optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), lr, lr)
+    reference = AdapterReference(policy)
+    trainer = PPOTrainer(
+        policy, reference, critic, target_reward, DigitsTokenizer(), SETTINGS, SAMPLING, optimizer
+    )
+    return trainer, critic, optimizer
+
+
 def test_ppo_full_finetune_raises_a_programmatic_reward():
     torch.manual_seed(0)
     policy = PaddockLlamaForCausalLM(tiny_config())
@@ -90,19 +102,7 @@ def test_ppo_lora_with_one_shared_base_learns_and_leaves_the_base_alone():
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     policy = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
     policy.add_adapter("critic", LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
-    policy.set_adapter("default")
-    critic = AdapterCritic(policy, torch.nn.Linear(64, 1))
-    optimizer = make_optimizer(policy_parameters(policy, critic), critic_parameters(critic), 2e-2, 2e-2)
-    trainer = PPOTrainer(
-        policy,
-        AdapterReference(policy),
-        critic,
-        target_reward,
-        DigitsTokenizer(),
-        SETTINGS,
-        SAMPLING,
-        optimizer,
-    )
+    trainer, critic, _ = shared_base_trainer(policy, lr=2e-2)
     critic_before = [p.detach().clone() for p in critic.adapter_parameters()]
     shares = run(trainer, 14)
     start, end = sum(shares[:2]) / 2, sum(shares[-3:]) / 3
@@ -166,20 +166,8 @@ def test_critic_warmup_trains_the_critic_only_and_its_error_falls():
         LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False),
     )
     policy.add_adapter("critic", LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
-    policy.set_adapter("default")
-    critic = AdapterCritic(policy, torch.nn.Linear(64, 1))
-    policy_params = policy_parameters(policy, critic)
-    optimizer = make_optimizer(policy_params, critic_parameters(critic), 1e-2, 1e-2)
-    trainer = PPOTrainer(
-        policy,
-        AdapterReference(policy),
-        critic,
-        target_reward,
-        DigitsTokenizer(),
-        SETTINGS,
-        SAMPLING,
-        optimizer,
-    )
+    trainer, critic, optimizer = shared_base_trainer(policy, lr=1e-2)
+    policy_params = trainer.policy_params
     before = [p.detach().clone() for p in policy_params]
     batch = prompts(32, seed=0)
     errors = []
