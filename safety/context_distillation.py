@@ -34,7 +34,14 @@ from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import save_figure, write_atomic, write_json
-from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
+from alignment.stages.common import (
+    StageContext,
+    cached_gold_suite,
+    category_of,
+    data_path,
+    finish_stage,
+    load_records,
+)
 from alignment.stages.sft import FinetuneConfig, finetune
 from safety.evaluation import GoldSuiteConfig, suite_rows
 from safety.preprompts import ANSWER_TEMPLATES, DEFAULT_ADJECTIVES, apply_preprompt, distillation_preprompt
@@ -164,13 +171,9 @@ def risk_category(record) -> str:
     return str((record.meta or {}).get("risk_category") or "unknown")
 
 
-def _category(record) -> str:
-    return getattr(record.category, "value", record.category)
-
-
 def select_prompts(records: list, n: int, seed: int) -> list:
     """The safety records, a seeded draw of `n` in file order when there are more."""
-    safety = [r for r in records if _category(r) == "safety"]
+    safety = [r for r in records if category_of(r) == "safety"]
     if len(safety) <= n:
         return safety
     chosen = sorted(random.Random(seed * 1_000_003 + 17).sample(range(len(safety)), n))

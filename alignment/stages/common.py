@@ -102,7 +102,7 @@ def load_source(ctx: StageContext, source, kind: str):
     name = source.name or Path(source.path).stem
     result = read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl", ctx.run_dir)
     if source.categories is not None:
-        result.records = [r for r in result.records if _category(r) in source.categories]
+        result.records = [r for r in result.records if category_of(r) in source.categories]
     return name, result
 
 
@@ -154,10 +154,10 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
         spec = PAPER_MIXTURES[data.mixture] if isinstance(data.mixture, str) else data.mixture
         if isinstance(data.mixture, str):  # presets name categories; sources are grouped by category
             everything = [r for rows in by_name.values() for r in rows]
-            by_name = preset_sources(everything, spec, _category)
+            by_name = preset_sources(everything, spec, category_of)
             spec = {key: value for key, value in spec.items() if by_name[key] or "anchor" in value}
         rows, mix = build_mixture(by_name, spec, seed=ctx.seed)
-        report["mixture"] = {**mix.to_dict(), "by_category": dict(Counter(_category(r) for r in rows))}
+        report["mixture"] = {**mix.to_dict(), "by_category": dict(Counter(category_of(r) for r in rows))}
     prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
     if data.test_sources:
         test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
@@ -179,7 +179,8 @@ def summary(result, source) -> str:
     return text
 
 
-def _category(row) -> str:
+def category_of(row) -> str:
+    """A record's category as a plain string (enum or str; helpfulness when it has none)."""
     category = getattr(row, "category", "helpfulness")
     return getattr(category, "value", category)
 

@@ -31,7 +31,14 @@ from alignment.recipes.config import join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import write_json
-from alignment.stages.common import StageContext, data_path, finish_stage, load_records, resolve_stage_model
+from alignment.stages.common import (
+    StageContext,
+    category_of,
+    data_path,
+    finish_stage,
+    load_records,
+    resolve_stage_model,
+)
 from alignment.training.checkpoint import (
     latest_checkpoint,
     load_training_checkpoint,
@@ -210,10 +217,7 @@ def shared_critic(ctx: StageContext, policy, critic_init: str):
 def held_out_sets(ctx: StageContext, cfg: PPOConfig, test_prompts) -> dict[str, list[dict]]:
     if cfg.gold is not None:
         return suite_rows(cfg.gold, data_path)
-    rows = [
-        {"prompt": r.prompt, "category": getattr(r.category, "value", r.category), "meta": r.meta}
-        for r in test_prompts
-    ]
+    rows = [{"prompt": r.prompt, "category": category_of(r), "meta": r.meta} for r in test_prompts]
     return {"held_out": rows[: cfg.eval_prompts]}
 
 
@@ -275,7 +279,7 @@ def run_ppo(ctx: StageContext) -> dict:
     scorer = load_scorer(ctx, cfg.reward_models, tokenizer, cfg.chat_style)
 
     def reward_fn(records, texts, sequences, response_mask):
-        is_safety = torch.tensor([getattr(r.category, "value", r.category) == "safety" for r in records])
+        is_safety = torch.tensor([category_of(r) == "safety" for r in records])
         return scorer([r.prompt for r in records], texts, is_safety)
 
     settings = PPOSettings(
@@ -319,7 +323,7 @@ def run_ppo(ctx: StageContext) -> dict:
         sampling,
         optimizer,
         autocast,
-        group_of=lambda r: str(getattr(r.category, "value", r.category)),
+        group_of=category_of,
     )
     modules = nn.ModuleDict({"policy": policy, "critic": critic})
     sets = held_out_sets(ctx, cfg, test_prompts)

@@ -30,8 +30,8 @@ from alignment.model_setup import load_frozen
 from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.runs import write_atomic
-from alignment.stages.common import StageContext, load_records
-from alignment.stages.rejection_sampling import _category, gold_scores, sample_answers
+from alignment.stages.common import StageContext, category_of, load_records
+from alignment.stages.rejection_sampling import gold_scores, sample_answers
 
 KINDS = ("helpful", "borderline", "safety")
 
@@ -120,13 +120,13 @@ def answer_grades(record, texts: list[str]) -> list[float]:
 def pair_records(record, pairs: list[tuple[str, str]], rating: str) -> list[dict]:
     """Preference rows in the llama2 adapter's format; safety prompts carry per-answer safety labels
     (the grader passes an answer to a harmful prompt only when it refuses)."""
-    safety = _category(record) == "safety"
+    safety = category_of(record) == "safety"
     return [
         PreferencePair(
             prompt=record.prompt,
             chosen=chosen,
             rejected=rejected,
-            category=Category(_category(record)),
+            category=Category(category_of(record)),
             rating=Rating(rating),
             source=f"onpolicy/{record.source}" if record.source else "onpolicy",
             chosen_safe=True if safety else None,
@@ -139,7 +139,7 @@ def pair_records(record, pairs: list[tuple[str, str]], rating: str) -> list[dict
 
 def prompt_kind(record) -> str:
     """helpful (checkable task), borderline (benign, refusing is wrong) or safety (harmful)."""
-    if _category(record) == "safety":
+    if category_of(record) == "safety":
         return "safety"
     return "borderline" if record.meta.get("task") == "borderline" else "helpful"
 

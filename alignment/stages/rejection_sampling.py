@@ -30,7 +30,14 @@ from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import StageDir, save_figure, write_atomic, write_json
-from alignment.stages.common import StageContext, cached_gold_suite, data_path, finish_stage, load_records
+from alignment.stages.common import (
+    StageContext,
+    cached_gold_suite,
+    category_of,
+    data_path,
+    finish_stage,
+    load_records,
+)
 from alignment.stages.sft import FinetuneConfig, finetune
 from alignment.training.checkpoint import save_file_atomic, trainable_state
 from safety.evaluation import GoldSuiteConfig, suite_rows
@@ -190,17 +197,13 @@ def sample_and_score(
     k = cfg.samples_per_prompt if n is None else n
     texts = sample_answers(ctx, model, tokenizer, records, temperature, k, seed, label="sampling ")
     conversations = [r.prompt for r in records for _ in range(k)]
-    is_safety = torch.tensor([_category(r) == "safety" for r in records for _ in range(k)])
+    is_safety = torch.tensor([category_of(r) == "safety" for r in records for _ in range(k)])
     scores = scorer(conversations, texts, is_safety)
     return {
         "temperature": temperature,
         "texts": texts,
         **{key: value.tolist() for key, value in scores.items()},
     }
-
-
-def _category(record) -> str:
-    return getattr(record.category, "value", record.category)
 
 
 def choose_temperature(ctx, model, tokenizer, scorer, prompts, iteration: int) -> tuple[float, dict | None]:
@@ -236,7 +239,7 @@ def gold_scores(record, texts: list[str]) -> list[float] | None:
     """The gym's gold-grader scores of answers to one prompt; None when no grader applies."""
     from alignment.gym.graders import gold_score
 
-    row = {"category": _category(record), "meta": record.meta}
+    row = {"category": category_of(record), "meta": record.meta}
     try:
         return [gold_score(row, text) for text in texts]
     except (ValueError, KeyError):
@@ -249,7 +252,7 @@ def gold_of(records, texts: list[str]) -> dict:
     for record, text in zip(records, texts, strict=True):
         score = gold_scores(record, [text])
         if score is not None:
-            by_category.setdefault(_category(record), []).extend(score)
+            by_category.setdefault(category_of(record), []).extend(score)
     return {f"gold_{c}": statistics.fmean(v) for c, v in by_category.items() if v}
 
 
@@ -280,7 +283,7 @@ def gold_pair_agreement(records, texts: list[str], rewards: list[float], k: int)
 def agreement_by_category(records, texts: list[str], rewards: list[float], k: int) -> dict:
     groups: dict[str, list[int]] = {}
     for i, record in enumerate(records):
-        groups.setdefault(_category(record), []).append(i)
+        groups.setdefault(category_of(record), []).append(i)
     return {
         category: gold_pair_agreement(
             [records[i] for i in rows],
