@@ -145,8 +145,7 @@ def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     """(train, test, report) for the stage's data: sources loaded, mixed, capped and split by prompt."""
     data = ctx.stage.data
     loaded = dict(load_source(ctx, source, kind) for source in data.sources)
-    names = list(loaded)
-    report = {name: summary(loaded[name], source) for name, source in zip(names, data.sources, strict=True)}
+    report = {name: summary(loaded[name], source) for name, source in zip(loaded, data.sources, strict=True)}
     by_name = {name: result.records for name, result in loaded.items()}
     if data.mixture is None:
         rows = [row for name in by_name for row in by_name[name]]

@@ -27,7 +27,7 @@ from alignment import distributed
 from alignment.answers import answer, sampling_for
 from alignment.data.chat_format import encode_prompt
 from alignment.errors import PaddockError
-from alignment.recipes.config import join, setting
+from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig, check_range, register_stage
 from alignment.rl.rewards import RewardModelsConfig, load_scorer
 from alignment.runs import write_json
@@ -142,8 +142,6 @@ class PPOConfig(StageConfig):
             check_range(getattr(self, key), join(path, key), low=1)
         check_range(self.critic_warmup, join(path, "critic_warmup"), low=0, high=self.iterations - 1)
         if self.rollout_logprobs == "sampler" and self.temperature != 1.0:
-            from alignment.recipes.config import RecipeError
-
             raise RecipeError(
                 f"{join(path, 'rollout_logprobs')}: 'sampler' needs temperature 1 (the engine's "
                 f"log-probs are under the sampling distribution), got {self.temperature}",
@@ -154,8 +152,6 @@ class PPOConfig(StageConfig):
         check_range(self.lam, join(path, "lam"), low=0, high=1)
         check_range(self.beta, join(path, "beta"), low=0)
         if len(self.adam_betas) != 2:
-            from alignment.recipes.config import RecipeError
-
             raise RecipeError(f"{join(path, 'adam_betas')}: give two numbers (β1, β2)", path)
 
 
