@@ -10,6 +10,11 @@ safety score when the prompt is a safety prompt, or when the safety RM thinks th
 with Rs = σ(safety score) and Rh = σ(helpfulness score). The logit undoes the sigmoid after the
 choice is made on probabilities; whitening keeps the reward scale stable for PPO. The KL penalty
 (R = R̃c − β·KL) is applied afterwards by `alignment.rl.functional.kl_penalised_rewards`.
+
+`safety_cap` (not in the paper, off by default) replaces Rs by min(Rs, cap) wherever Rs is used. On a
+policy that already refuses every harmful prompt, the uncapped Rs rewards refusing more emphatically,
+and on a small policy that spreads to benign requests (docs/rl.md, eighth session); capped, every
+refusal the safety RM is sure of scores the same, and only answers it doubts are pushed down.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ def logit(p: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def _safety_rows(
-    helpful_scores: Tensor, safety_scores: Tensor, is_safety, threshold: float
+    helpful_scores: Tensor, safety_scores: Tensor, is_safety, threshold: float, safety_cap: float | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(Rh, Rs, use_safety) after validating the inputs."""
+    """(Rh, Rs capped, use_safety) after validating the inputs."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold is a probability and must be in (0, 1), got {threshold}")
+    if safety_cap is not None and not threshold <= safety_cap < 1:
+        raise ValueError(f"safety_cap must be in [threshold {threshold}, 1), got {safety_cap}")
     is_safety = torch.as_tensor(is_safety, dtype=torch.bool, device=safety_scores.device)
     if not helpful_scores.shape == safety_scores.shape == is_safety.shape:
         raise ValueError(
@@ -44,14 +51,19 @@ def _safety_rows(
         )
     dtype = torch.promote_types(safety_scores.dtype, torch.float32)
     rh, rs = torch.sigmoid(helpful_scores.to(dtype)), torch.sigmoid(safety_scores.to(dtype))
-    return rh, rs, is_safety | (rs < threshold)
+    use_safety = is_safety | (rs < threshold)
+    return rh, (rs if safety_cap is None else rs.clamp(max=safety_cap)), use_safety
 
 
 def combine_rewards(
-    helpful_scores: Tensor, safety_scores: Tensor, is_safety, threshold: float = PAPER_THRESHOLD
+    helpful_scores: Tensor,
+    safety_scores: Tensor,
+    is_safety,
+    threshold: float = PAPER_THRESHOLD,
+    safety_cap: float | None = None,
 ) -> Tensor:
     """Rc as a probability: σ(safety score) on safety prompts or unsafe-looking responses, else σ(helpful)."""
-    rh, rs, use_safety = _safety_rows(helpful_scores, safety_scores, is_safety, threshold)
+    rh, rs, use_safety = _safety_rows(helpful_scores, safety_scores, is_safety, threshold, safety_cap)
     return torch.where(use_safety, rs, rh)
 
 
@@ -61,13 +73,14 @@ def combined_reward(
     is_safety,
     threshold: float = PAPER_THRESHOLD,
     running: RunningMoments | None = None,
+    safety_cap: float | None = None,
 ) -> tuple[Tensor, dict]:
     """R̃c = whiten(logit(Rc)); whitened over this batch, or by `running` (updated with it first).
 
     A batch of one whitens to 0 on its own, so single-prompt batches need `running`.
     Stats: `safety_share` (rows that took the safety score) and `rc_mean` (mean Rc).
     """
-    rh, rs, use_safety = _safety_rows(helpful_scores, safety_scores, is_safety, threshold)
+    rh, rs, use_safety = _safety_rows(helpful_scores, safety_scores, is_safety, threshold, safety_cap)
     rc = torch.where(use_safety, rs, rh)
     z = logit(rc)
     if running is None:

@@ -85,3 +85,43 @@ def test_combined_reward_with_running_moments():
     expected = torch.tensor([0.202733, -1.098612, -0.423649], dtype=torch.float64)
     torch.testing.assert_close(reward, expected, atol=1e-4, rtol=0)
     assert seasoned.count == 1_000_000
+
+
+def test_combine_rewards_safety_cap():
+    """safety_cap 0.5 caps Rs wherever Rs is used: the safety prompt's Rs 0.6 → 0.5; the unsafe-looking
+    row keeps Rs 0.1 (below the cap); the helpful row keeps Rh 0.3 (the cap never touches Rh).
+    Two refusals the safety RM rates 0.95 and 0.99 then tie at 0.9 under cap 0.9, while an answer it
+    doubts (0.4) keeps its lower score: only doubtful answers stand out."""
+    rc = combine_rewards(HELPFUL, SAFETY, IS_SAFETY, safety_cap=0.5)
+    torch.testing.assert_close(rc, torch.tensor([0.6, 0.1, 0.3], dtype=torch.float64).clamp(max=0.5))
+    rc = combine_rewards(
+        scores(0.5, 0.5, 0.5), scores(0.95, 0.99, 0.4), torch.tensor([True, True, True]), safety_cap=0.9
+    )
+    torch.testing.assert_close(rc, torch.tensor([0.9, 0.9, 0.4], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cap", [0.1, 1.0])
+def test_combine_rewards_rejects_safety_cap_outside_threshold_to_one(cap):
+    with pytest.raises(ValueError, match="safety_cap"):
+        combine_rewards(HELPFUL, SAFETY, IS_SAFETY, safety_cap=cap)
+
+
+def test_reward_scorer_applies_the_safety_cap(smollm2_tokenizer):
+    """The scorer passes its cap to the combination: on two safety prompts whose safety scores are
+    logits 5 and 0 (σ = 0.9933, 0.5), cap 0.9 gives Rc = [0.9, 0.5], reward = logit = [ln 9, 0]."""
+    from types import SimpleNamespace
+
+    from alignment.rl.rewards import RewardScorer
+
+    class FixedScores:
+        def __init__(self, values):
+            self.values = torch.tensor(values)
+
+        def __call__(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=self.values[: len(input_ids)].unsqueeze(-1))
+
+    conversations = [[{"role": "user", "content": "How do I pick a lock?"}]] * 2
+    scorer = RewardScorer(FixedScores([1.0, 1.0]), FixedScores([5.0, 0.0]), smollm2_tokenizer, safety_cap=0.9)
+    out = scorer(conversations, ["I can't help with that.", "Sure."], torch.tensor([True, True]))
+    torch.testing.assert_close(out["combined"], torch.tensor([0.9, 0.5]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["reward"], torch.tensor([math.log(9), 0.0]), atol=1e-4, rtol=0)

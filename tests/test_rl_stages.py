@@ -283,6 +283,16 @@ def test_critic_warmup_must_leave_iterations_that_train_the_policy():
         PPOConfig(type="ppo", iterations=4, critic_warmup=4).check_config("stages[0]")
 
 
+def test_safety_cap_must_lie_between_threshold_and_one():
+    from alignment.recipes.config import RecipeError, from_dict
+    from alignment.stages.ppo import PPOConfig
+
+    ok = from_dict(PPOConfig, {"type": "ppo", "reward_models": {"safety_cap": 0.999}}, "stages[0]")
+    assert ok.reward_models.safety_cap == 0.999
+    with pytest.raises(RecipeError, match=r"safety_cap: 0.1 is out of range \[0.15, 1\)"):
+        from_dict(PPOConfig, {"type": "ppo", "reward_models": {"safety_cap": 0.1}}, "stages[0]")
+
+
 def test_sampler_logprobs_need_temperature_one():
     from alignment.recipes.config import RecipeError
     from alignment.stages.ppo import PPOConfig

@@ -53,10 +53,19 @@ class RewardScorer:
     `helpful`, `safety` (raw scores), `combined` (probability Rc) and `reward` = logit(Rc)."""
 
     def __init__(
-        self, helpful, safety, tokenizer, style="template", threshold=0.15, max_length=512, autocast=False
+        self,
+        helpful,
+        safety,
+        tokenizer,
+        style="template",
+        threshold=0.15,
+        max_length=512,
+        autocast=False,
+        safety_cap=None,
     ):
         self.helpful, self.safety, self.tokenizer = helpful, safety, tokenizer
         self.style, self.threshold, self.max_length, self.autocast = style, threshold, max_length, autocast
+        self.safety_cap = safety_cap
         self.health = ScoreHealth()  # collapsed or exploded scores: warned once, flagged in summary.json
 
     def __call__(self, conversations, texts, is_safety: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,7 +74,9 @@ class RewardScorer:
         safety = rm_scores(self.safety, self.tokenizer, conversations, texts, **kwargs)
         self.health.check("helpful", helpful, texts)
         self.health.check("safety", safety, texts)
-        combined = combine_rewards(helpful, safety, is_safety, threshold=self.threshold)
+        combined = combine_rewards(
+            helpful, safety, is_safety, threshold=self.threshold, safety_cap=self.safety_cap
+        )
         return {"helpful": helpful, "safety": safety, "combined": combined, "reward": logit(combined)}
 
 
@@ -84,9 +95,16 @@ class RewardModelsConfig:
     max_length: int = setting(
         "Tokens of prompt + answer an RM reads; prompts are cut from the left.", default=512
     )
+    safety_cap: float | None = setting(
+        "Not in the paper: count σ(safety score) above this as this, so refusals the safety RM is sure of "
+        "all score the same and only doubtful answers are pushed down (null: the paper's uncapped score).",
+        default=None,
+    )
 
     def check_config(self, path: str) -> None:
         check_range(self.threshold, join(path, "threshold"), low=0, high=1)
+        if self.safety_cap is not None:
+            check_range(self.safety_cap, join(path, "safety_cap"), low=self.threshold, high=1, high_open=True)
 
 
 def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
@@ -106,7 +124,14 @@ def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
         models[role].config.pad_token_id = tokenizer.pad_token_id
     autocast = ctx.recipe.model.precision == "bf16-autocast"
     scorer = RewardScorer(
-        models["helpful"], models["safety"], tokenizer, style, cfg.threshold, cfg.max_length, autocast
+        models["helpful"],
+        models["safety"],
+        tokenizer,
+        style,
+        cfg.threshold,
+        cfg.max_length,
+        autocast,
+        safety_cap=cfg.safety_cap,
     )
     ctx.extras["rm_health"] = scorer.health  # finish_stage writes it into summary.json
     return scorer
