@@ -89,7 +89,8 @@ def write_pipeline_recipe(tmp, tiny_checkpoint):  # noqa: F811
          "data": {"sources": [{"path": str(tmp / "gatt.jsonl")}], "test_fraction": 0.0}},
         {"type": "ppo", "iterations": 4, "batch_size": 6, "minibatch_size": 3, "learning_rate": 1e-3,
          "critic_learning_rate": 1e-3, "max_new_tokens": 8, "eval_every": 2, "checkpoint_every": 1,
-         "critic_warmup": 1, "gold": gold, "data": prompts},
+         "critic_warmup": 1, "whiten_rewards": "group", "reward_models": {"safety_cap": 0.5},
+         "gold": gold, "data": prompts},
         {"type": "context_distillation", "n_prompts": 4, "max_new_tokens": 8, "gold": gold,
          "finetune": {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96},
          "data": prompts},
@@ -158,6 +159,9 @@ def test_ppo_writes_metrics_plots_and_a_policy_only_adapter(rl_run):
     assert "value_loss" in rows[0] and "policy_loss" not in rows[0]  # critic_warmup: 1
     kinds = [{k for k in r if k.startswith("reward_on_")} for r in rows]
     assert all(kinds) and set().union(*kinds) == {"reward_on_helpfulness", "reward_on_safety"}
+    # safety_cap 0.5: a safety prompt's reward logit(min(Rs, 0.5)) is at most 0; random RMs score
+    # about half of the answers above that.
+    assert all(r["reward_on_safety"] <= 1e-6 for r in rows if "reward_on_safety" in r)
     assert "eval_proxy_reward" in rows[1]
     summary = json.loads((out / "summary.json").read_text())
     assert "fresh" in summary["critic_init"]  # RS output is not the RMs' base
