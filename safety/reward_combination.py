@@ -11,10 +11,11 @@ with Rs = σ(safety score) and Rh = σ(helpfulness score). The logit undoes the 
 choice is made on probabilities; whitening keeps the reward scale stable for PPO. The KL penalty
 (R = R̃c − β·KL) is applied afterwards by `alignment.rl.functional.kl_penalised_rewards`.
 
-`safety_cap` (not in the paper, off by default) replaces Rs by min(Rs, cap) wherever Rs is used. On a
-policy that already refuses every harmful prompt, the uncapped Rs rewards refusing more emphatically,
-and on a small policy that spreads to benign requests (docs/rl.md, eighth session); capped, every
-refusal the safety RM is sure of scores the same, and only answers it doubts are pushed down.
+`safety_cap` (not in the paper, off by default) replaces Rs by min(Rs, cap) wherever Rs is used.
+On a policy that already refuses every harmful prompt, the uncapped Rs ranks refusals by how
+emphatic they are; capped, every refusal the safety RM is sure of scores the same and only answers
+it doubts are pushed down. On its own that did not stop PPO turning against benign requests on the
+gym; with as many borderline prompts as harmful ones it kept safety (docs/rl.md, eighth session).
 """
 
 from __future__ import annotations
