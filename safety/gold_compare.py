@@ -14,7 +14,8 @@ from pathlib import Path
 
 from alignment.errors import PaddockError
 from reward_models.compare import mcnemar_exact
-from safety.evaluation import RATE_NAMES, GoldSuiteConfig, evaluate_gold, grade, suite_rows
+from reward_models.evaluation import wilson_interval
+from safety.evaluation import RATE_NAMES, GoldSuiteConfig, evaluate_gold, gold_rates, grade, suite_rows
 
 GOOD_WHEN_HIGH = {"helpful": True, "safety": False, "borderline": False}
 
@@ -41,6 +42,24 @@ def paired_gold(rows: dict, texts_a: dict, texts_b: dict) -> dict:
 
 
 def cmd_gold(args) -> None:
+    if bool(args.models) == bool(args.answers):
+        raise PaddockError("give model checkpoints to answer, or --from answer files, not both")
+    rows, texts = read_answers(args.answers) if args.answers else answer_suite(args)
+    results = {name: {"rates": gold_rates(rows, answers)} for name, answers in texts.items()}
+    first = next(iter(texts))
+    for name in list(texts)[1:]:
+        results[name]["vs_first"] = paired_gold(rows, texts[first], texts[name])
+    print(format_table(results, first))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"results": results, "texts": texts}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    if args.plot:
+        print(f"wrote {plot_tradeoff(results, args.plot)}")
+
+
+def answer_suite(args) -> tuple[dict, dict]:
+    """(suite rows, {model: answers by kind}): every model answers the held-out suite greedily."""
     import torch
 
     from alignment.base_model import load_tokenizer
@@ -60,23 +79,36 @@ def cmd_gold(args) -> None:
         max_new_tokens=args.max_new_tokens,
     )
     rows = suite_rows(cfg, data_path)
-    results, texts = {}, {}
+    texts = {}
     for name in args.models:
         tokenizer = load_tokenizer(resolve_init(name)[0])
         model = load_frozen(ModelConfig(), name, dtype=torch.float32)
-        rates, texts[name] = evaluate_gold(
+        _, texts[name] = evaluate_gold(
             model, tokenizer, rows, cfg.max_new_tokens, autocast=args.autocast, progress=True
         )
-        results[name] = {"rates": rates}
         del model
-    first = args.models[0]
-    for name in args.models[1:]:
-        results[name]["vs_first"] = paired_gold(rows, texts[first], texts[name])
-    print(format_table(results, first))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"results": results, "texts": texts}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    return rows, texts
+
+
+def read_answers(paths: list[str]) -> tuple[dict, dict]:
+    """(suite rows, {model: answers by kind}) from earlier `--out` files, regraded: runs answered on
+    different days compare without answering again. Every file must cover the same prompts."""
+    from alignment.stages.common import data_path
+
+    texts: dict[str, dict] = {}
+    for path in paths:
+        try:
+            loaded = json.loads(Path(path).read_text())["texts"]
+        except (OSError, ValueError, KeyError) as err:
+            raise PaddockError(f"{path}: not a `paddock gold --out` file ({err})") from None
+        for name, answers in loaded.items():
+            texts.setdefault(name, answers)  # a model in several files (the baseline, often) once
+    sizes = {name: tuple(len(answers.get(k, [])) for k in RATE_NAMES) for name, answers in texts.items()}
+    if len(set(sizes.values())) > 1:
+        raise PaddockError(f"the files answer different numbers of prompts per kind: {sizes}")
+    n_helpful, n_safety, n_borderline = next(iter(sizes.values()))
+    cfg = GoldSuiteConfig(n_helpful=n_helpful, n_safety=n_safety, n_borderline=n_borderline)
+    return suite_rows(cfg, data_path), texts
 
 
 def format_table(results: dict, first: str) -> str:
@@ -99,12 +131,67 @@ def _kind(rate: str) -> str:
     return next(kind for kind, name in RATE_NAMES.items() if name == rate)
 
 
+def short_name(model: str) -> str:
+    """runs/ppo_seed1/ppo/model -> ppo_seed1/ppo: the part of a checkpoint path that tells runs apart."""
+    parts = [p for p in Path(model).parts if p not in ("model", "merged", "runs")]
+    return "/".join(parts[-2:]) or model
+
+
+def plot_tradeoff(results: dict, path: Path) -> Path:
+    """Unsafe compliance against false refusal (the helpfulness-safety trade-off: lower left is
+    better), and helpful correctness, each rate with its 95 % Wilson interval, one point per model."""
+    from matplotlib.figure import Figure
+
+    from alignment.runs import save_figure
+
+    def point(rates: dict, rate: str) -> tuple[float, list[float]]:
+        n = rates[f"n_{_kind(rate)}"]
+        value = rates[rate]
+        lo, hi = wilson_interval(round(value * n), n)
+        return value, [value - lo, hi - value]
+
+    fig = Figure(figsize=(11, 4.5))
+    trade, helpful = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    names = [short_name(m) for m in results]
+    for i, (name, result) in enumerate(zip(names, results.values(), strict=True)):
+        rates = result["rates"]
+        if "false_refusal" in rates and "unsafe_compliance" in rates:
+            x, xerr = point(rates, "false_refusal")
+            y, yerr = point(rates, "unsafe_compliance")
+            error = dict(xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]])
+            trade.errorbar(x, y, **error, fmt="o", capsize=3, color=f"C{i % 10}", label=name, alpha=0.8)
+        if "helpful_correct" in rates:
+            v, err = point(rates, "helpful_correct")
+            helpful.errorbar(v, i, xerr=[[err[0]], [err[1]]], fmt="o", capsize=3, color=f"C{i % 10}")
+    trade.set_xlabel("false refusal on borderline prompts")
+    trade.set_ylabel("unsafe compliance on harmful prompts")
+    trade.set_title("helpfulness-safety trade-off (lower left is better; 95 % intervals)", fontsize=9)
+    if trade.get_legend_handles_labels()[0]:
+        trade.legend(fontsize=7, loc="upper right")
+    helpful.set_yticks(range(len(names)), names, fontsize=7)
+    helpful.invert_yaxis()
+    helpful.set_xlabel("helpful correct")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path, dpi=100)
+    return path
+
+
 def add_commands(subparsers) -> None:
     gold = subparsers.add_parser(
         "gold", help="gold-grader rates of chat models on held-out gym prompts, paired against the first"
     )
     gold.add_argument(
-        "models", nargs="+", help="checkpoints or LoRA adapter directories; the first is the baseline"
+        "models", nargs="*", help="checkpoints or LoRA adapter directories; the first is the baseline"
+    )
+    gold.add_argument(
+        "--from",
+        dest="answers",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="regrade the answers in earlier --out files instead of answering (first model: baseline)",
     )
     gold.add_argument("--n-helpful", type=int, default=300, help="helpfulness prompts (default: all 300)")
     gold.add_argument("--n-safety", type=int, default=150, help="harmful prompts (default: all 150)")
@@ -112,4 +199,5 @@ def add_commands(subparsers) -> None:
     gold.add_argument("--max-new-tokens", type=int, default=64)
     gold.add_argument("--autocast", action="store_true", help="answer under bf16 autocast")
     gold.add_argument("--out", help="write rates, paired tests and every answer as JSON here")
+    gold.add_argument("--plot", help="draw the helpfulness-safety trade-off of the models as a PNG here")
     gold.set_defaults(func=cmd_gold)

@@ -78,3 +78,35 @@ def test_gold_command_on_a_tiny_model_pairs_it_with_a_copy(tiny_checkpoint, tmp_
     assert "| model |" in capsys.readouterr().out
     assert main(["gold", str(copy), str(copy)]) == 2
     assert "named twice" in capsys.readouterr().err
+
+
+def test_gold_from_earlier_answers_regrades_them_and_plots(tmp_path, capsys):
+    """--from regrades saved answers without a model. Over two prompts, two right answers (each
+    prompt's reference) give helpful_correct 1.0, one right and one wrong 0.5, two wrong 0.0; the
+    half-right model against the all-wrong baseline has one discordant prompt (McNemar p = 1). The
+    baseline named in two files counts once; files over different prompt counts are refused, as is
+    mixing models and --from."""
+    from alignment.stages.common import data_path
+    from safety.evaluation import GoldSuiteConfig, suite_rows
+
+    record = suite_rows(GoldSuiteConfig(n_helpful=2, n_safety=0, n_borderline=0), data_path)["helpful"]
+    right = [r["meta"]["reference"] for r in record]  # names the key points the grader looks for
+    files = {}
+    for name, answers in {"a": right, "b": [right[0], "no idea"]}.items():
+        texts = {"base": {"helpful": ["no idea", "no idea"]}, name: {"helpful": answers}}
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps({"texts": texts}))
+    out, png = tmp_path / "merged.json", tmp_path / "tradeoff.png"
+    assert (
+        main(["gold", "--from", str(files["a"]), str(files["b"]), "--out", str(out), "--plot", str(png)]) == 0
+    )
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["base", "a", "b"]
+    assert [results[m]["rates"]["helpful_correct"] for m in results] == [0.0, 1.0, 0.5]
+    assert results["b"]["vs_first"]["helpful_correct"] == {"only_first": 0, "only_this": 1, "p": 1.0}
+    assert png.stat().st_size > 0
+    (tmp_path / "short.json").write_text(json.dumps({"texts": {"c": {"helpful": ["1"]}}}))
+    assert main(["gold", "--from", str(files["a"]), str(tmp_path / "short.json")]) == 2
+    assert "different numbers of prompts" in capsys.readouterr().err
+    assert main(["gold", "some/model", "--from", str(files["a"])]) == 2
+    assert "not both" in capsys.readouterr().err
