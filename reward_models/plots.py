@@ -16,10 +16,8 @@ from alignment.runs import save_figure
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
-    return path
+    save_figure(fig, path, dpi=100, bbox_inches="tight")  # makes the directory
+    return Path(path)
 
 
 def reliability_diagram(calibration: dict, path: Path, title: str = "") -> Path:

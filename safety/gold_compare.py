@@ -144,11 +144,12 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
 
     from alignment.runs import save_figure
 
-    def point(rates: dict, rate: str) -> tuple[float, list[float]]:
+    def point(rates: dict, rate: str) -> tuple[float, list[list[float]]]:
+        """The rate and its interval as matplotlib's [[below], [above]] error."""
         n = rates[f"n_{_kind(rate)}"]
         value = rates[rate]
         lo, hi = wilson_interval(round(value * n), n)
-        return value, [value - lo, hi - value]
+        return value, [[value - lo], [hi - value]]
 
     fig = Figure(figsize=(11, 4.5))
     trade, helpful = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
@@ -158,11 +159,12 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
         if "false_refusal" in rates and "unsafe_compliance" in rates:
             x, xerr = point(rates, "false_refusal")
             y, yerr = point(rates, "unsafe_compliance")
-            error = dict(xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]])
-            trade.errorbar(x, y, **error, fmt="o", capsize=3, color=f"C{i % 10}", label=name, alpha=0.8)
+            trade.errorbar(
+                x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}", label=name, alpha=0.8
+            )
         if "helpful_correct" in rates:
             v, err = point(rates, "helpful_correct")
-            helpful.errorbar(v, i, xerr=[[err[0]], [err[1]]], fmt="o", capsize=3, color=f"C{i % 10}")
+            helpful.errorbar(v, i, xerr=err, fmt="o", capsize=3, color=f"C{i % 10}")
     trade.set_xlabel("false refusal on borderline prompts")
     trade.set_ylabel("unsafe compliance on harmful prompts")
     trade.set_title("helpfulness-safety trade-off (lower left is better; 95 % intervals)", fontsize=9)
@@ -172,10 +174,8 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
     helpful.invert_yaxis()
     helpful.set_xlabel("helpful correct")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=100)
-    return path
+    return Path(path)
 
 
 def add_commands(subparsers) -> None:
