@@ -6,13 +6,13 @@ goes through here, so they all encode prompts and decode answers the same way.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 
 from alignment.base_model.generation import GenerationOutput, SamplingConfig, generate_from_tokens
 from alignment.data.chat_format import encode_prompt
+from alignment.precision import bf16_autocast
 
 
 @dataclass
@@ -59,7 +59,7 @@ def answer(
     was_training = model.training
     model.eval()
     texts, outputs = [], []
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    context = bf16_autocast(model, autocast)
     bar = tqdm(total=len(prompt_ids), desc=progress, unit="prompt", disable=progress is None, leave=False)
     with context:
         for index, start in enumerate(range(0, len(prompt_ids), batch_size)):

@@ -16,6 +16,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def machine() -> str:
@@ -27,8 +32,6 @@ def machine() -> str:
         )
     except (OSError, StopIteration, subprocess.SubprocessError):
         pass
-    import torch
-
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
@@ -61,6 +64,93 @@ def print_table(header: list[str], rows: list[list]) -> None:
 def print_summary(summary: dict) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(summary, sort_keys=True))
+
+
+class Matmul(NamedTuple):
+    """One linear layer's products: forward x [n, width_in] -> x W^T, backward g [n, width_out] -> g W."""
+
+    width_in: int
+    width_out: int
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor], torch.Tensor]
+
+
+class BareLinears:
+    """A model's linear layers as bare matmuls, for a floor under a workload's time: the same
+    weights in the same order with nothing between them (no attention, norms, activations,
+    adapters, sampling or optimizer). Whatever a contender does with torch's matmuls, it cannot
+    take less time than this; a target speedup above `baseline seconds / floor` cannot be met.
+
+    On the CPU in bf16 the weights are packed once for oneDNN (what inductor's freezing does),
+    the fastest matmul torch has here, so the floor is not raised by F.linear's plain layout.
+    Packed, the decode steps of a whole SmolLM2-135M generation ran only 3-5 % faster than
+    through F.linear (bit-identical), so the library itself does not use this private op.
+    """
+
+    def __init__(self, model: nn.Module):
+        head = model.get_output_embeddings()
+        body = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not head]
+        self.dtype = head.weight.dtype
+        self.head, self.body = self._matmul(head), [self._matmul(m) for m in body]
+        self._inputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    @staticmethod
+    def _matmul(linear: nn.Linear) -> Matmul:
+        weight = linear.weight.detach()
+        if weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and _packing_supported():
+            pack = torch.ops.mkldnn._reorder_linear_weight
+            ops = pack(weight, 1), pack(weight.t().contiguous(), 1)
+            run = torch.ops.mkldnn._linear_pointwise
+            forward, backward = (lambda x, w=w: run(x, w, None, "none", [], "") for w in ops)
+        else:
+            forward, backward = (lambda x: F.linear(x, weight)), (lambda g: torch.mm(g, weight))
+        return Matmul(linear.in_features, linear.out_features, forward, backward)
+
+    def _input(self, rows: int, width: int) -> torch.Tensor:
+        if (rows, width) not in self._inputs:
+            self._inputs[rows, width] = torch.randn(rows, width, dtype=self.dtype)
+        return self._inputs[rows, width]
+
+    @torch.no_grad()
+    def forward(self, tokens: int, head_tokens: int = 0) -> None:
+        """The decoder's projections over `tokens` tokens, the vocabulary projection over `head_tokens`."""
+        for layer in self.body:
+            layer.forward(self._input(tokens, layer.width_in))
+        if head_tokens:
+            self.head.forward(self._input(head_tokens, self.head.width_in))
+
+    def generation(self, prompts: int, prompt_len: int, rows: int, steps: int) -> None:
+        """A sampling job: one prefill of prompts x prompt_len tokens (vocabulary projection for
+        each prompt's last token only), then `steps` decode steps of `rows` tokens."""
+        self.forward(prompts * prompt_len, head_tokens=prompts)
+        for _ in range(steps):
+            self.forward(rows, head_tokens=rows)
+
+    @torch.no_grad()
+    def backward(self, tokens: int, head_tokens: int = 0) -> None:
+        """The input-gradient matmuls of `forward` (frozen weights need no weight gradient)."""
+        for layer in self.body:
+            layer.backward(self._input(tokens, layer.width_out))
+        if head_tokens:
+            self.head.backward(self._input(head_tokens, self.head.width_out))
+
+
+def _packing_supported() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fastest(job: Callable[[], None], repeats: int = 3) -> float:
+    """Seconds of the fastest of `repeats` runs after a warm-up: the estimate for a floor."""
+    job()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        job()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def rss_mb() -> float:

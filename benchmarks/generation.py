@@ -7,7 +7,9 @@ weights, prompts and precision. Throughput counts generated tokens up to and inc
     python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile]
 
 Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transformers tokens/s, same
-precision, the first dtype) and `best_speedup` (each side at its best dtype).
+precision, the first dtype) and `best_speedup` (each side at its best dtype). It also times the
+job's matmuls alone (`matmul_floor`) and reports `speedup_bound`: the speedup a contender built on
+torch's matmuls would reach if everything but those matmuls took no time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
 
-from common import alternate, machine, median, print_summary, print_table
+from common import BareLinears, alternate, fastest, machine, median, print_summary, print_table
 
 TOPICS = [
     "why the sky looks blue during the day and red at sunset",
@@ -65,6 +67,14 @@ def count_tokens(responses: torch.Tensor, eos_id: int) -> int:
     return int(first.sum())
 
 
+def matmul_floor(model, prompt_rows: int, prompt_len: int, rows: int, steps: int) -> float:
+    """Seconds the job's linear layers alone take (BareLinears.generation). Every row decodes
+    every step, while the engine drops finished rows, so this over-counts by the finished
+    fraction (a few % here)."""
+    linears = BareLinears(model)
+    return fastest(lambda: linears.generation(prompt_rows, prompt_len, rows, steps))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -87,7 +97,7 @@ def main() -> None:
         f"samples, {args.new_tokens} new tokens, temperature 1.0"
     )
 
-    rows, tokens_per_s = [], {}
+    rows, tokens_per_s, floors = [], {}, {}
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
         ours = load_model(path, dtype=dtype).eval()
@@ -145,6 +155,11 @@ def main() -> None:
             rows.append(
                 [name, f"{median(runs, 'tokens'):.0f}", f"{median(runs, 'seconds'):.2f}", f"{rate:.1f}"]
             )
+        # The engine decodes max_new_tokens - 1 steps after the prefill (the last token needs none).
+        floor = matmul_floor(ours, *input_ids.shape, input_ids.shape[0] * args.samples, args.new_tokens - 1)
+        paddock_tokens = median(results[f"paddock {dtype_name}"], "tokens")
+        floors[dtype_name] = (floor, paddock_tokens / floor)
+        print(f"[{dtype_name}] the job's matmuls alone: {floor:.2f}s ({paddock_tokens / floor:.0f} tokens/s)")
         del ours, theirs
 
     print()
@@ -153,12 +168,17 @@ def main() -> None:
     speedup = tokens_per_s[f"paddock {first}"] / tokens_per_s[f"transformers {first}"]
     best_ours = max(v for k, v in tokens_per_s.items() if k.startswith("paddock"))
     best_theirs = max(v for k, v in tokens_per_s.items() if k.startswith("transformers"))
+    floor_seconds, floor_rate = floors[first]
+    bound = floor_rate / tokens_per_s[f"transformers {first}"]
+    print(f"speedup if only the matmuls took time ({first}): at most {bound:.2f}x")
     print_summary(
         {
             "benchmark": "generation",
             "dtype": first,
             "speedup": round(speedup, 2),
             "best_speedup": round(best_ours / best_theirs, 2),
+            "matmul_floor_seconds": round(floor_seconds, 2),
+            "speedup_bound": round(bound, 2),
             "tokens_per_s": {k: round(v, 1) for k, v in tokens_per_s.items()},
         }
     )

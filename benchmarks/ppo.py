@@ -30,7 +30,12 @@ resident memory rises during one iteration above the level before it, and its wh
     python benchmarks/ppo.py [--repeats 3] [--threads 1]
 
 The last line is a JSON object with `speedup` (transformers seconds / Paddock seconds for a whole
-iteration), per-phase speedups and `peak_memory_ratio` (Paddock / transformers).
+iteration), per-phase speedups, `peak_memory_ratio` (Paddock / transformers) and
+`speedup_bound_free_generation`: the whole-iteration speedup if Paddock's generation took no time
+at all. Scoring and update are forward and backward passes of the same models over the same
+tokens on both sides, so this bounds what a faster engine alone can give. `matmul_floor_seconds`
+times the iteration's linear layers alone (bf16, no LoRA, attention, norms or optimizer), and
+`speedup_bound` = transformers seconds / that floor: nothing built on torch's matmuls does better.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ from alignment.rl.ppo import (
 )
 from alignment.rl.rewards import RewardScorer
 
-from common import RssSampler, alternate, machine, median, print_summary, print_table
+from common import BareLinears, RssSampler, alternate, fastest, machine, median, print_summary, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "data" / "gym" / "rl_prompts_train.jsonl"
@@ -167,6 +172,31 @@ def split_phases(times: dict[str, float], rollout_s: float, update_s: float) -> 
         "rewards": times.get("rewards", 0.0),
         "policy_logprobs_and_rest": scoring - known,
     }
+
+
+def iteration_floor(path, args, prompt_width: int) -> float:
+    """Seconds one iteration's linear layers alone take in bf16 (see BareLinears): the rollout's
+    prefill and decode steps, the reference (vocabulary projection over the answers), the critic,
+    both RMs, then per minibatch the policy's and the critic's forward and input-gradient
+    matmuls. The LoRA matmuls are left out, so this is below what either side must do."""
+    linears = BareLinears(load_model(path, dtype=torch.bfloat16))
+    rows, answer = args.batch, args.new_tokens
+    sequence = prompt_width + answer
+
+    def job():
+        linears.generation(rows, prompt_width, rows, answer - 1)  # the rollout
+        if args.rollout_logprobs == "policy":
+            linears.forward(rows * sequence, head_tokens=rows * answer)
+        linears.forward(rows * sequence, head_tokens=rows * answer)  # reference
+        for _ in range(3):  # critic and the two RMs
+            linears.forward(rows * sequence)
+        for start in range(0, rows, args.minibatch):
+            m = min(args.minibatch, rows - start)
+            for head_tokens in (m * answer, 0):  # policy, then critic
+                linears.forward(m * sequence, head_tokens)
+                linears.backward(m * sequence, head_tokens)
+
+    return fastest(job)
 
 
 # ----------------------------------------------------------------------------------------- Paddock
@@ -543,6 +573,7 @@ def main() -> None:
         args.repeats,
     )
     del sides
+    floor = iteration_floor(path, args, max(lengths))
 
     memory = {}
     if not args.no_memory:
@@ -585,10 +616,19 @@ def main() -> None:
     print()
     print(f"medians of {args.repeats} alternating iterations, {torch.get_num_threads()} threads")
     print_table(["phase (s)", "Paddock", "transformers", "speedup"], rows)
+    bound = theirs["seconds"] / (ours["seconds"] - ours["generation"])
+    print(f"speedup if Paddock's generation took no time: at most {bound:.2f}x")
+    print(
+        f"the iteration's matmuls alone: {floor:.2f}s ({floor / ours['seconds']:.0%} of Paddock's); "
+        f"speedup of a contender doing nothing else: at most {theirs['seconds'] / floor:.2f}x"
+    )
     summary = {
         "benchmark": "ppo",
         "speedup": round(theirs["seconds"] / ours["seconds"], 2),
         "phase_speedup": {k: round(theirs[k] / ours[k], 2) for k in PHASES},
+        "speedup_bound_free_generation": round(bound, 2),
+        "matmul_floor_seconds": round(floor, 2),
+        "speedup_bound": round(theirs["seconds"] / floor, 2),
         "round_speedups": [
             round(t["seconds"] / o["seconds"], 2)
             for o, t in zip(results["paddock"], results["transformers"], strict=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from alignment.data.chat_format import encode_dialogue
+from alignment.precision import device_type
 
 
 def encode_pair(
@@ -105,9 +106,9 @@ def score_pairs(
     model.eval()
     packed = supports_packing(model) if packed is None else packed
     chosen, rejected = [], []
-    context = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
-    )
+    # Off means off: scoring inside a caller's autocast still runs in the model's own precision.
+    device = device_type(model)
+    context = torch.autocast(device, dtype=torch.bfloat16, enabled=autocast)
     with context:
         for start in range(0, len(pairs), batch_size):
             encoded = [

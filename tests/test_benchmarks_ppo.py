@@ -82,3 +82,27 @@ def test_one_iteration_runs_and_reports_every_phase(bench, tiny_checkpoint, side
     assert math.isfinite(result["policy_loss"]) and math.isfinite(result["reward"])
     assert any(float(b.detach().abs().sum()) > 0 for b in lora_b(policy))  # the updates reached the adapter
     assert ppo_module.generate_from_tokens is engine  # the timing wrapper is removed again
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16-packed"])
+def test_bare_linears_multiply_by_every_weight_of_the_model(bench, dtype):
+    """The matmul floor's products are the model's own: for each linear layer, `forward` gives
+    F.linear's x W^T and `backward` the input gradient g W (bf16 packed for oneDNN where torch
+    can, which must still be the same product), and the vocabulary projection is kept apart."""
+    from alignment.base_model.modeling import PaddockLlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = PaddockLlamaForCausalLM(tiny_config()).to(dtype)
+    linears = bench.BareLinears(model)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.lm_head]
+    assert len(linears.body) == len(layers) == 7 * model.config.num_hidden_layers
+    for (width, out, forward, backward), layer in zip(
+        [*linears.body, linears.head], [*layers, model.lm_head], strict=True
+    ):
+        assert (width, out) == (layer.in_features, layer.out_features)
+        x, g = torch.randn(5, width, dtype=dtype), torch.randn(5, out, dtype=dtype)
+        torch.testing.assert_close(forward(x), torch.nn.functional.linear(x, layer.weight))
+        torch.testing.assert_close(backward(g), g @ layer.weight)
+    linears.forward(3, head_tokens=2)
+    linears.backward(3, head_tokens=2)
+    assert bench.fastest(lambda: None, repeats=2) >= 0

@@ -24,7 +24,7 @@ loss, dropout off (eval mode) everywhere so the first minibatch's ratio is exact
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,7 @@ from alignment import distributed
 from alignment.base_model import kernels
 from alignment.base_model.generation import SamplingConfig, generate_from_tokens
 from alignment.errors import PaddockError
+from alignment.precision import bf16_autocast
 from alignment.rl.functional import (
     RunningMoments,
     clipped_policy_loss,
@@ -239,7 +240,7 @@ class PPOTrainer:
         return self.sampler.model
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else nullcontext()
+        return bf16_autocast(self.policy, self.autocast)
 
     @torch.no_grad()
     def rollout(self, records, prompt_ids: list[list[int]], seed: int) -> Rollout:

@@ -7,12 +7,12 @@ saw pairs in training, so an RM trained elsewhere with its own tokenizer scores 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from alignment.data.chat_format import encode_dialogue
+from alignment.precision import bf16_autocast
 from alignment.recipes.config import join, setting
 from alignment.recipes.schema import check_range
 from reward_models.health import ScoreHealth
@@ -39,7 +39,7 @@ def rm_scores(
     rows = [
         encode_answer(tokenizer, c, t, style, max_length) for c, t in zip(conversations, texts, strict=True)
     ]
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    context = bf16_autocast(model, autocast)
     scores = []
     with context:
         for start in range(0, len(rows), batch_size):

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from alignment import distributed
 from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
 from alignment.errors import PaddockError
+from alignment.precision import bf16_autocast
 from alignment.recipes.config import setting
 from alignment.runs import StageDir, save_figure, write_json
 from alignment.training.loop import LoopSettings
@@ -64,10 +62,8 @@ class StageContext:
 
         return build_trainable(self.recipe.model, self.init, head=head)
 
-    def autocast(self):
-        if self.recipe.model.precision == "bf16-autocast":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+    def autocast(self, model):
+        return bf16_autocast(model, self.recipe.model.precision == "bf16-autocast")
 
 
 def data_path(path: str) -> Path:
@@ -231,7 +227,7 @@ def gold_eval(ctx: StageContext, model, tokenizer, cfg: GoldEvalConfig | None, w
     )
     model.eval()
     answers = []
-    with ctx.autocast():
+    with ctx.autocast(model):
         for start in range(0, len(prompts), 32):
             out = generate_from_tokens(model, prompts[start : start + 32], sampling)
             answers += [

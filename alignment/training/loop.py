@@ -23,7 +23,6 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from alignment import distributed
 from alignment.errors import PaddockError
+from alignment.precision import bf16_autocast
 from alignment.runs import StageDir
 from alignment.training import sharded
 from alignment.training.checkpoint import (
@@ -166,7 +166,7 @@ def train(
     scale = distributed.world_size()
     main = distributed.is_main()
     net.train()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if settings.autocast else nullcontext()
+    autocast = bf16_autocast(step_model, settings.autocast)
     bar = tqdm(
         total=total, initial=start, desc=description, disable=not (settings.progress and main), unit="step"
     )
