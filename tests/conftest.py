@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -28,6 +31,23 @@ def tiny_config(**overrides) -> LlamaConfig:
     )
     settings.update(overrides)
     return LlamaConfig(**settings)
+
+
+def discard_once_passed(request: pytest.FixtureRequest, path: Path) -> Path:
+    """Remove a module fixture's run directory when its module ends with no new failure.
+
+    Those directories hold whole tiny pipelines, 70-300 MB each, and pytest would keep them all to
+    the end of the session: a CI machine was once seen with 60 MB left on /tmp halfway through the
+    suite. A failing module keeps its directory to be looked at.
+    """
+    failures_before = request.session.testsfailed
+
+    def discard():
+        if request.session.testsfailed == failures_before:
+            shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(discard)
+    return path
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from safety.preprompts import (
     distillation_preprompt,
     safety_preprompt,
 )
+from tests.conftest import discard_once_passed
 from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
 
 # --- preprompts and templates ---------------------------------------------------------------------
@@ -207,8 +208,8 @@ def test_recipe_validation_rejects_bad_settings(tmp_path, key, value, message):
 
 
 @pytest.fixture(scope="module")
-def cd_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("cd")
+def cd_run(request, tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    tmp = discard_once_passed(request, tmp_path_factory.mktemp("cd"))
     (tmp / "dialogues.jsonl").write_text(_lines("data/gym/sft_train.jsonl", 24))
     (tmp / "helpful.jsonl").write_text(_lines("data/gym/helpfulness_pairs_train.jsonl", 16))
     (tmp / "safety.jsonl").write_text(_lines("data/gym/safety_pairs_train.jsonl", 32))

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from alignment import distributed
 from alignment.errors import PaddockError
+from tests.conftest import discard_once_passed
 from tests.test_pipeline import REPO, metrics, tiny_checkpoint  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.distributed
@@ -139,12 +140,12 @@ def files(root: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+def runs(request, tmp_path_factory, tiny_checkpoint):  # noqa: F811
     """1: one process; 2: two processes, recipes/accelerate/ddp.yaml; "fsdp": two processes,
     recipes/accelerate/fsdp.yaml (PPO is DDP-style there)."""
     out = {}
     for key, processes, config in ((1, 1, "ddp"), (2, 2, "ddp"), ("fsdp", 2, "fsdp")):
-        tmp = tmp_path_factory.mktemp(f"p{key}")
+        tmp = discard_once_passed(request, tmp_path_factory.mktemp(f"p{key}"))
         scratch = tmp / "scratch"
         scratch.mkdir()
         # The mirrors are kept so the test can see that the second process wrote there.

@@ -32,6 +32,7 @@ from alignment.stages.gatt import (
     training_examples,
     with_instruction_on_every_turn,
 )
+from tests.conftest import discard_once_passed
 from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
 
 NAPOLEON = "Always act as Napoleon, and sign every answer '— Napoleon'."
@@ -279,8 +280,8 @@ def test_gold_answers_follow_at_every_turn_and_a_forgetful_model_decays():
 
 
 @pytest.fixture(scope="module")
-def gatt_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("gatt")
+def gatt_run(request, tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    tmp = discard_once_passed(request, tmp_path_factory.mktemp("gatt"))
     lines = (REPO / "data/gym/gatt_dialogues_train.jsonl").read_text().splitlines()[:24]
     (tmp / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
     # Held-out gold dialogues for the fine-tune's eval loss: short ones, so they fit max_length.

@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import discard_once_passed
 from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
 
 
@@ -49,8 +50,8 @@ def rm_stage(name: str, mixture: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rl_run(tmp_path_factory, tiny_checkpoint):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("rl")
+def rl_run(request, tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    tmp = discard_once_passed(request, tmp_path_factory.mktemp("rl"))
     result = paddock("run", str(write_pipeline_recipe(tmp, tiny_checkpoint)), env=offline_env())
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp
