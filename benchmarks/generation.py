@@ -9,14 +9,18 @@ weights, prompts and precision. Throughput counts generated tokens up to and inc
 Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transformers tokens/s, same
 precision, the first dtype) and `best_speedup` (each side at its best dtype). It also times the
 job's matmuls alone (`matmul_floor`) and reports `speedup_bound`: the speedup a contender built on
-torch's matmuls would reach if everything but those matmuls took no time.
+torch's matmuls would reach if everything but those matmuls took no time. With `--llama-cpp`, the
+bf16 rounds also time llama.cpp's batched decode on the same job shape (benchmarks/llama_cpp.py):
+a native engine's figure on this machine, for scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import llama_cpp
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -25,6 +29,8 @@ from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
 
 from common import BareLinears, alternate, fastest, machine, median, print_summary, print_table
+
+NATIVE = "llama.cpp bfloat16 (no sampling)"
 
 TOPICS = [
     "why the sky looks blue during the day and red at sunset",
@@ -84,6 +90,11 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time Paddock with a compiled decode step"
     )
+    parser.add_argument(
+        "--llama-cpp",
+        action="store_true",
+        help="also time llama.cpp's llama-batched-bench in the bf16 rounds (built on first use, ~4 min)",
+    )
     args = parser.parse_args()
 
     path = prepare()
@@ -92,6 +103,8 @@ def main() -> None:
     prompts = build_prompts(tokenizer)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
     print(f"machine: {machine()}")
+    if args.llama_cpp:
+        native = (llama_cpp.build(), llama_cpp.convert(Path(path)))
     print(
         f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} tokens) x {args.samples} "
         f"samples, {args.new_tokens} new tokens, temperature 1.0"
@@ -139,6 +152,10 @@ def main() -> None:
             return {"tokens": count_tokens(out[:, input_ids.shape[1] :], eos), "seconds": seconds}
 
         contenders = {f"paddock {dtype_name}": paddock, f"transformers {dtype_name}": transformers}
+        if args.llama_cpp and dtype == torch.bfloat16:
+            mean_prompt = round(sum(map(len, prompts)) / len(prompts))
+            job = (len(prompts), mean_prompt, args.samples, args.new_tokens, torch.get_num_threads())
+            contenders[NATIVE] = lambda job=job: llama_cpp.best_of_k_job(*native, *job)
         if args.compile:
             start = time.perf_counter()
             paddock(compile_step=True)
@@ -171,17 +188,18 @@ def main() -> None:
     floor_seconds, floor_rate = floors[first]
     bound = floor_rate / tokens_per_s[f"transformers {first}"]
     print(f"speedup if only the matmuls took time ({first}): at most {bound:.2f}x")
-    print_summary(
-        {
-            "benchmark": "generation",
-            "dtype": first,
-            "speedup": round(speedup, 2),
-            "best_speedup": round(best_ours / best_theirs, 2),
-            "matmul_floor_seconds": round(floor_seconds, 2),
-            "speedup_bound": round(bound, 2),
-            "tokens_per_s": {k: round(v, 1) for k, v in tokens_per_s.items()},
-        }
-    )
+    summary = {
+        "benchmark": "generation",
+        "dtype": first,
+        "speedup": round(speedup, 2),
+        "best_speedup": round(best_ours / best_theirs, 2),
+        "matmul_floor_seconds": round(floor_seconds, 2),
+        "speedup_bound": round(bound, 2),
+        "tokens_per_s": {k: round(v, 1) for k, v in tokens_per_s.items()},
+    }
+    if NATIVE in tokens_per_s:
+        summary["speedup_vs_llama_cpp"] = round(tokens_per_s["paddock bfloat16"] / tokens_per_s[NATIVE], 2)
+    print_summary(summary)
 
 
 if __name__ == "__main__":
