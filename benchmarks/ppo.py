@@ -516,6 +516,19 @@ def child_memory(name: str, args) -> dict:
 # -------------------------------------------------------------------------------------------- main
 
 
+def profile_update(path, args) -> None:
+    """Where an update's time goes, by op: one rollout, one update to warm up, one profiled."""
+    from torch.profiler import ProfilerActivity, profile
+
+    side, _ = build("paddock", path, args)
+    trainer = side.trainer
+    rollout = trainer.rollout(side.records, side.prompt_ids, seed=0)
+    trainer.train_on(rollout, seed=1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train_on(rollout, seed=2)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_update))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -540,6 +553,12 @@ def main() -> None:
         default="policy",
         help="Paddock's rollout log-probs: a policy forward pass (the stage's default) or the engine's own",
     )
+    parser.add_argument(
+        "--profile-update",
+        type=int,
+        metavar="ROWS",
+        help="instead of the comparison, profile one Paddock update and print the ROWS costliest ops",
+    )
     parser.add_argument("--measure-memory", choices=sorted(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -548,6 +567,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     if args.measure_memory:
         return measure_memory(args.measure_memory, args)
+    if args.profile_update:
+        return profile_update(prepare(), args)
 
     path = prepare()
     print(f"machine: {machine()}")

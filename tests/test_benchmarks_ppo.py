@@ -84,6 +84,15 @@ def test_one_iteration_runs_and_reports_every_phase(bench, tiny_checkpoint, side
     assert ppo_module.generate_from_tokens is engine  # the timing wrapper is removed again
 
 
+def test_the_update_profile_lists_the_costliest_ops_first(bench, tiny_checkpoint, capsys):
+    bench.profile_update(tiny_checkpoint, argparse.Namespace(**vars(ARGS), profile_update=5))
+    lines = capsys.readouterr().out.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= {"-", " "}]
+    rows = lines[rules[1] + 1 : rules[2]]  # between the header's rule and the closing one
+    assert len(rows) == 5
+    assert "aten::mm" in rows[0] or "aten::mm" in rows[1]  # the matmuls dominate even at toy sizes
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16-packed"])
 def test_bare_linears_multiply_by_every_weight_of_the_model(bench, dtype):
     """The matmul floor's products are the model's own: for each linear layer, `forward` gives
