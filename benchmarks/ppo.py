@@ -1,13 +1,14 @@
 """One PPO iteration: Paddock's PPOTrainer vs the same iteration built the transformers/TRL way.
 
 Both sides run the LoRA setup of the PPO stage on SmolLM2-135M: fp32 master weights, bf16 autocast,
-LoRA r=16, alpha=32, dropout 0.05 on all seven projections, a frozen reference, a critic with a
-scalar value head, two reward models (helpfulness and safety, random score heads: only the time
-matters) combined by Llama 2's rule through the same RewardScorer on decoded texts. One iteration =
-rollout of `--batch` gym prompts (~`--prompt-tokens` tokens each, tokenizer chat template) with
-`--new-tokens` sampled tokens at temperature 1.0 (no EOS stop on either side, so both generate the
-same number of tokens), reward scoring, reference log-probs and values, KL-penalised rewards, GAE,
-then one clipped policy + value gradient step per minibatch (alignment/rl/functional.py on both).
+LoRA r=16, alpha=32 on all seven projections (dropout 0.05 is configured but never active: both
+sides train in eval mode, as the PPO stage does), a frozen reference, a critic with a scalar value
+head, two reward models (helpfulness and safety, random score heads: only the time matters) combined
+by Llama 2's rule through the same RewardScorer on decoded texts. One iteration = rollout of
+`--batch` gym prompts (~`--prompt-tokens` tokens each, tokenizer chat template) with `--new-tokens`
+sampled tokens at temperature 1.0 (no EOS stop on either side, so both generate the same number of
+tokens), reward scoring, reference log-probs and values, KL-penalised rewards, GAE, then one clipped
+policy + value gradient step per minibatch (alignment/rl/functional.py on both).
 
 - Paddock: PPOTrainer (alignment/rl/ppo.py) unchanged. The policy's adapter "default", the reference
   is the base with adapters off (AdapterReference), the critic a second adapter "critic" on the same

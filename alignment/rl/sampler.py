@@ -3,14 +3,16 @@
 Why: PEFT's LoRA layers add two small matmuls, a dropout call and dtype casts to each of the seven
 projections of every layer, and in a decode step (a few rows, one token) those small ops cost more
 than the base model's own matmuls: a 16 x 64-token rollout of SmolLM2-135M took 28.1 s through the
-PEFT policy and 12.6 s with the adapter merged (benchmarks/RESULTS.md). Merging in place would
-round the frozen fp32 base on every unmerge, so the policy is copied once into a plain model in the
-sampling precision and each LoRA projection's weight is rewritten as W + scaling * B @ A before a
-rollout.
+PEFT policy and 12.0 s with the adapter merged into bf16 weights (benchmarks/RESULTS.md, third
+session, 1 thread on a loaded machine; with 2 threads in the fourth, 7.04 s against 3.40 s). Merging
+in place would round the frozen fp32 base on every unmerge, so the policy is copied once into a
+plain model in the sampling precision and each LoRA projection's weight is rewritten as
+W + scaling * B @ A before a rollout.
 
-Only sampling goes through the copy. The log-probs PPO's ratio needs are recomputed by the policy
-itself, so the copy's rounding changes which tokens are drawn (by at most bf16 rounding of the
-distribution) but never the loss.
+Only sampling goes through the copy. By default the log-probs PPO's ratio needs are recomputed by
+the policy itself, so the copy's rounding changes which tokens are drawn (by at most bf16 rounding
+of the distribution) but never the loss; with `rollout_logprobs: sampler` (opt-in) the loss takes
+the copy's own log-probs instead, rounding included.
 """
 
 from __future__ import annotations
