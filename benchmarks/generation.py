@@ -11,7 +11,7 @@ Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transforme
 precision, the first dtype) and `best_speedup` (each side at its best dtype). It also times the
 job's matmuls alone (`matmul_floor`) and reports `speedup_bound`: the speedup a contender built on
 torch's matmuls would reach if everything but those matmuls took no time. With `--llama-cpp`, the
-bf16 rounds also time llama.cpp's batched decode on the same job shape (benchmarks/llama_cpp.py):
+bf16 rounds also time llama.cpp's batched decode on the same job shape (benchmarks/llama_cpp_bench.py):
 a native engine's figure on this machine, for scale.
 """
 
@@ -21,7 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
-import llama_cpp
+import llama_cpp_bench
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -105,7 +105,7 @@ def main() -> None:
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
     print(f"machine: {machine()}")
     if args.llama_cpp:
-        native = (llama_cpp.build(), llama_cpp.convert(Path(path)))
+        native = (llama_cpp_bench.build(), llama_cpp_bench.convert(Path(path)))
     print(
         f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} tokens) x {args.samples} "
         f"samples, {args.new_tokens} new tokens, temperature 1.0"
@@ -156,7 +156,7 @@ def main() -> None:
         if args.llama_cpp and dtype == torch.bfloat16:
             mean_prompt = round(sum(map(len, prompts)) / len(prompts))
             job = (len(prompts), mean_prompt, args.samples, args.new_tokens, torch.get_num_threads())
-            contenders[NATIVE] = lambda job=job: llama_cpp.best_of_k_job(*native, *job)
+            contenders[NATIVE] = lambda job=job: llama_cpp_bench.best_of_k_job(*native, *job)
         if args.compile:
             start = time.perf_counter()
             paddock(compile_step=True)

@@ -1,4 +1,4 @@
-"""benchmarks/llama_cpp.py's accounting, with llama-batched-bench's output faked: the binary takes
+"""benchmarks/llama_cpp_bench.py's accounting, with llama-batched-bench's output faked: the binary takes
 minutes to build, so the tests never run it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.fixture
 def llama_cpp():
-    spec = importlib.util.spec_from_file_location("benchmarks_llama_cpp", BENCHMARKS / "llama_cpp.py")
+    spec = importlib.util.spec_from_file_location("benchmarks_llama_cpp", BENCHMARKS / "llama_cpp_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

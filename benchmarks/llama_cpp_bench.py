@@ -13,7 +13,7 @@ What batched-bench times, and how it is made comparable:
   the prefill time counted is `prompts` times the measured one-prompt prefill.
 Both favour llama.cpp a little; the figures say so where they are printed.
 
-    python benchmarks/llama_cpp.py            # build (once, ~4 min on 2 cores) and convert only
+    python benchmarks/llama_cpp_bench.py            # build (once, ~4 min on 2 cores) and convert only
 """
 
 from __future__ import annotations
