@@ -26,31 +26,33 @@ import sys
 import tarfile
 from pathlib import Path
 
+from alignment.base_model.default_models import paddock_home
+
 # The llama.cpp commit vendored in this release is what gets built; pin it so figures repeat.
 LLAMA_CPP_PYTHON = "0.3.36"
-CACHE = Path(os.environ.get("PADDOCK_HOME", Path.home() / ".cache/paddock")) / "llama.cpp"
+CACHE = paddock_home() / "llama.cpp"
 
 
-def source_tree(cache: Path = CACHE) -> Path:
-    tree = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp"
+def source_tree() -> Path:
+    tree = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp"
     if tree.is_dir():
         return tree
-    cache.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-deps",
-         "--no-binary", ":all:", "-d", str(cache)],
+         "--no-binary", ":all:", "-d", str(CACHE)],
         check=True,
     )  # fmt: skip
-    sdist = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+    sdist = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     with tarfile.open(sdist) as archive:
-        archive.extractall(cache, filter="data")
+        archive.extractall(CACHE, filter="data")
     sdist.unlink()
     return tree
 
 
-def build(cache: Path = CACHE) -> Path:
+def build() -> Path:
     """Path of the llama-batched-bench binary, built with the machine's own instruction set."""
-    tree = source_tree(cache)
+    tree = source_tree()
     binary = tree / "build/bin/llama-batched-bench"
     if binary.is_file():
         return binary
@@ -69,14 +71,14 @@ def build(cache: Path = CACHE) -> Path:
     return binary
 
 
-def convert(model_dir: Path, cache: Path = CACHE) -> Path:
+def convert(model_dir: Path) -> Path:
     """A bf16 GGUF copy of a Paddock/HF Llama checkpoint (same weights, rounded to bf16 as the
     benchmark's bf16 contenders hold them)."""
-    out = cache / f"{model_dir.name}-bf16.gguf"
+    out = CACHE / f"{model_dir.name}-bf16.gguf"
     if out.is_file():
         return out
-    tree = source_tree(cache)
-    staging = cache / f"{model_dir.name}-hf"
+    tree = source_tree()
+    staging = CACHE / f"{model_dir.name}-hf"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(model_dir, staging)
     # The converter dispatches on the architecture name and knows transformers' class, not ours.
@@ -85,7 +87,7 @@ def convert(model_dir: Path, cache: Path = CACHE) -> Path:
     (staging / "config.json").write_text(json.dumps(config))
     # It imports sentencepiece before looking for a tokenizer.model; SmolLM2 has none (a BPE
     # tokenizer.json), so an empty stand-in lets it fall through to the BPE path it needs.
-    stub = cache / "stub"
+    stub = CACHE / "stub"
     stub.mkdir(exist_ok=True)
     (stub / "sentencepiece.py").write_text("class SentencePieceProcessor:\n    pass\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree / "gguf-py"), str(stub)]))
