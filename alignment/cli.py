@@ -66,7 +66,8 @@ def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
     directory; a finished stage's data is not needed again."""
     from alignment.data.sources import DataError, check_source
     from alignment.runs import COMPLETE
-    from alignment.stages.common import DATA_KINDS, read_source, source_path
+    from alignment.stages.common import read_source, source_path
+    from alignment.stages.registry import STAGE_TYPES
 
     run_dir = Path(recipe.output_dir) / recipe.run_name
     for i, stage in enumerate(recipe.stages):
@@ -82,9 +83,10 @@ def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
                     check_source(source_path(source, run_dir))
                 except DataError as err:
                     raise PaddockError(f"{where}.path: {source.path}: {err.reason}") from None
-                if stage.type in DATA_KINDS:  # every row, so a bad one fails before anything is written
+                kind = STAGE_TYPES[stage.type].data_kind
+                if kind:  # every row, so a bad one fails before anything is written
                     try:
-                        read_source(source, DATA_KINDS[stage.type], run_dir=run_dir)
+                        read_source(source, kind, run_dir=run_dir)
                     except DataError as err:
                         raise PaddockError(f"{where}: {err}") from None
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment.gym.graders import failed_checks, grade_helpfulness
-from alignment.recipes.config import join, setting
-from alignment.recipes.schema import check_range
+from alignment.recipes.config import check_range, join, setting
 from alignment.runs import save_figure
 
 

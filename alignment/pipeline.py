@@ -24,18 +24,15 @@ from alignment.errors import PaddockError
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
 from alignment.runs import COMPLETE, StageDir, write_atomic
-from alignment.stages import runners
 from alignment.stages.common import StageContext
-
-# Stage types that write no model: a stage after one starts from the model before it.
-MODEL_LESS = {"evaluation", "preference_collection"}
+from alignment.stages.registry import STAGE_TYPES
 
 
 def stage_init(recipe, index: int, run_dir: Path) -> str:
     stage = recipe.stages[index]
     names = [s.name for s in recipe.stages]
     if stage.init_from is None:
-        earlier = [s for s in recipe.stages[:index] if s.type not in MODEL_LESS]
+        earlier = [s for s in recipe.stages[:index] if STAGE_TYPES[s.type].writes_model]
         return str(run_dir / earlier[-1].name / "model") if earlier else recipe.model.name_or_path
     if stage.init_from in names:
         return str(run_dir / stage.init_from / "model")
@@ -69,17 +66,16 @@ def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) ->
         check_free_space(recipe, run_dir)
         raw = yaml.safe_load(Path(path).read_text())
         write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
-    registry = runners()
     try:
         for index in range(len(recipe.stages)):
             if not only or recipe.stages[index].name in only:
-                run_stage(recipe, index, run_dir, registry, main)
+                run_stage(recipe, index, run_dir, main)
     finally:
         distributed.cleanup()
     return run_dir
 
 
-def run_stage(recipe, index: int, run_dir: Path, registry: dict, main: bool) -> None:
+def run_stage(recipe, index: int, run_dir: Path, main: bool) -> None:
     stage = recipe.stages[index]
     distributed.barrier()  # the previous stage is complete on disk for every process
     report_to = recipe.logging.report_to
@@ -92,8 +88,6 @@ def run_stage(recipe, index: int, run_dir: Path, registry: dict, main: bool) -> 
         tensorboard="tensorboard" in report_to,
         wandb_name=f"{recipe.run_name}/{stage.name}" if "wandb" in report_to and main else None,
     )
-    if stage.type not in registry:
-        raise PaddockError(f"stage {stage.name}: no runner for stage type {stage.type!r} yet")
     # Every stage starts from the recipe seed, so a resumed stage sees the same randomness.
     random.seed(recipe.seed)
     torch.manual_seed(recipe.seed)
@@ -101,7 +95,7 @@ def run_stage(recipe, index: int, run_dir: Path, registry: dict, main: bool) -> 
     began = time.perf_counter()
     if main:
         print(f"[{stage.name}] starting from {ctx.init}")
-    registry[stage.type](ctx)
+    STAGE_TYPES[stage.type].run(ctx)
     distributed.barrier()
     seconds = time.perf_counter() - began
     if main:

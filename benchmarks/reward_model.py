@@ -54,7 +54,7 @@ from alignment.data.loading import load_preferences
 from alignment.data.margins import margin_table, pair_margin
 from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.scoring import encode_pair, supports_packing
-from reward_models.stage import collate, rm_loss
+from reward_models.training import collate, rm_loss
 
 from common import RssSampler, machine, print_summary, print_table
 

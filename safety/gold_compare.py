@@ -65,7 +65,7 @@ def answer_suite(args) -> tuple[dict, dict]:
     from alignment.base_model import load_tokenizer
     from alignment.model_setup import load_frozen, resolve_init
     from alignment.recipes.schema import ModelConfig
-    from alignment.stages.common import data_path
+    from alignment.data.sources import data_path
 
     if len(set(args.models)) < len(args.models):
         raise PaddockError("a model is named twice; give each checkpoint once")
@@ -93,7 +93,7 @@ def answer_suite(args) -> tuple[dict, dict]:
 def read_answers(paths: list[str]) -> tuple[dict, dict]:
     """(suite rows, {model: answers by kind}) from earlier `--out` files, regraded: runs answered on
     different days compare without answering again. Every file must cover the same prompts."""
-    from alignment.stages.common import data_path
+    from alignment.data.sources import data_path
 
     texts: dict[str, dict] = {}
     for path in paths:

@@ -233,7 +233,7 @@ def test_unreadable_sources_are_refused_before_the_run_directory_exists(monkeypa
     """A missing file or an unknown adapter is known before any compute; finding it when the stage
     starts would leave a run directory (and maybe finished earlier stages) behind a typo."""
     # no stage runners: if the check were missing, the run fails fast instead of training in-process
-    monkeypatch.setattr("alignment.pipeline.runners", dict)
+    monkeypatch.setattr("alignment.pipeline.STAGE_TYPES", {})
     with scratch_dir() as tmp:
         (tmp / "recipe.yaml").write_bytes(quickstart_with(change))
         code, _, stderr = run_cli(["run", "recipe.yaml"])
@@ -247,7 +247,7 @@ def test_a_bad_row_deep_in_a_source_is_refused_before_anything_is_written(monkey
     """The source exists and its first rows are fine; row 3 is broken. `paddock run` reads every
     row of the stages it will start before it creates the run directory, so the error names the
     file and line and nothing is left behind."""
-    monkeypatch.setattr("alignment.pipeline.runners", dict)
+    monkeypatch.setattr("alignment.pipeline.STAGE_TYPES", {})
     stage = QUICKSTART["stages"][stage_index]
     good = (REPO / stage["data"]["sources"][0]["path"]).read_text().splitlines()[:2]
     with scratch_dir() as tmp:

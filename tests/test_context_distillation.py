@@ -17,13 +17,8 @@ from alignment.data.records import RLPrompt
 from alignment.errors import PaddockError
 from alignment.gym.safety_prompts import TOPICS
 from alignment.recipes import RecipeError, load_recipe
-from safety.context_distillation import (
-    _generate,
-    keep_distilled,
-    keep_reasons,
-    kept_by_category,
-    select_prompts,
-)
+from alignment.stages.context_distillation import _generate
+from safety.distillation import keep_distilled, keep_reasons, kept_by_category, select_prompts
 from safety.preprompts import (
     ANSWER_TEMPLATES,
     DEFAULT_ADJECTIVES,

@@ -86,7 +86,7 @@ def test_gold_from_earlier_answers_regrades_them_and_plots(tmp_path, capsys):
     half-right model against the all-wrong baseline has one discordant prompt (McNemar p = 1). The
     baseline named in two files counts once; files over different prompt counts are refused, as is
     mixing models and --from."""
-    from alignment.stages.common import data_path
+    from alignment.data.sources import data_path
     from safety.evaluation import GoldSuiteConfig, suite_rows
 
     record = suite_rows(GoldSuiteConfig(n_helpful=2, n_safety=0, n_borderline=0), data_path)["helpful"]

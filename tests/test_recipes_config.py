@@ -14,17 +14,16 @@ import yaml
 
 from alignment.recipes import (
     RECIPES_DIR,
-    STAGES,
     RecipeError,
     StageConfig,
     apply_overrides,
     find_recipes,
     load_recipe,
-    register_stage,
 )
 from alignment.recipes.commands import add_commands, schema_markdown
 from alignment.recipes.config import field_types, from_dict, setting
-from alignment.recipes.schema import Recipe, ensure_stages_registered, schema_classes
+from alignment.recipes.schema import Recipe, schema_classes
+from alignment.stages.registry import register_stage, unregister_stage
 
 
 @dataclass(kw_only=True)
@@ -44,11 +43,10 @@ class ToyRM(StageConfig):
 
 @pytest.fixture
 def toy_stages():
-    ensure_stages_registered()
-    register_stage("toy_sft")(ToySFT)
-    register_stage("toy_rm")(ToyRM)
+    register_stage("toy_sft", ToySFT, run=print, data_kind="dialogues")
+    register_stage("toy_rm", ToyRM, run=print, data_kind="preferences")
     yield
-    del STAGES["toy_sft"], STAGES["toy_rm"]
+    unregister_stage("toy_sft"), unregister_stage("toy_rm")
 
 
 def base() -> dict:
@@ -390,9 +388,9 @@ def test_cli_list_validate_schema(toy_stages, tmp_path, capsys):
 
 def test_register_stage_rejects_duplicates_and_non_stages(toy_stages):
     with pytest.raises(TypeError, match="already registered"):
-        register_stage("toy_sft")(ToyRM)
+        register_stage("toy_sft", ToyRM, run=print, data_kind=None)
     with pytest.raises(TypeError, match="not a StageConfig subclass"):
-        register_stage("plain")(dict)
+        register_stage("plain", dict, run=print, data_kind=None)
 
 
 def test_recipe_round_trips_through_yaml_dump(toy_stages):

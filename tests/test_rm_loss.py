@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reward_models.losses import margin_ranking_loss, pairwise_accuracy
-from reward_models.stage import collate
+from reward_models.training import collate
 
 
 def test_margin_loss_hand_worked():

@@ -12,7 +12,7 @@ from alignment.base_model.modeling import Packing, PaddockLlamaForReward, length
 from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.losses import margin_ranking_loss
 from reward_models.scoring import pack_pairs, pair_batch, rewards, supports_packing
-from reward_models.stage import collate, rm_loss
+from reward_models.training import collate, rm_loss
 from tests.conftest import TINY_VOCAB, tiny_config
 
 # Chosen and rejected lengths of four pairs: mixed, including a one-token sequence.

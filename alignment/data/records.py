@@ -98,3 +98,9 @@ class RLPrompt:
     category: Category = Category.HELPFULNESS
     source: str = ""
     meta: dict = field(default_factory=dict)  # e.g. risk category, gold answer for graders
+
+
+def category_of(row) -> str:
+    """A record's category as a plain string (enum or str; helpfulness when it has none)."""
+    category = getattr(row, "category", "helpfulness")
+    return getattr(category, "value", category)

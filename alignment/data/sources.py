@@ -18,6 +18,8 @@ from typing import Any
 
 from alignment.errors import PaddockError
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 ERROR_KINDS = (
     "malformed_json",  # a line or file that does not parse
     "not_an_object",  # a row that parsed but is not a JSON object / dict
@@ -237,3 +239,11 @@ def _hub(name: str, split: str | None, hub_kwargs: dict) -> Iterator[Row]:
     label = f"{name}[{split}]"
     for i, data in enumerate(ds):
         yield Row(label, "row", i, data=data)
+
+
+def data_path(path: str) -> Path:
+    """Relative paths are tried from the working directory, then from the repository root."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    return REPO_ROOT / path if (REPO_ROOT / path).exists() else candidate

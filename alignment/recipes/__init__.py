@@ -17,18 +17,16 @@ import yaml
 
 from alignment.recipes.config import RecipeError, from_dict, join
 from alignment.recipes.overrides import RecipeLoader, apply_overrides, yaml_load
-from alignment.recipes.schema import STAGES, Recipe, StageConfig, ensure_stages_registered, register_stage
+from alignment.recipes.schema import Recipe, StageConfig
 
 __all__ = [
     "RECIPES_DIR",
-    "STAGES",
     "Recipe",
     "RecipeError",
     "StageConfig",
     "apply_overrides",
     "find_recipes",
     "load_recipe",
-    "register_stage",
     "validate_recipe",
 ]
 
@@ -113,7 +111,6 @@ def line_of(where: str | None, lines: dict[str, int]) -> int | None:
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe; any problem is a RecipeError naming file and path."""
     raw, text = read_yaml(path)
-    ensure_stages_registered()
     if overrides:
         try:
             raw = apply_overrides(raw, list(overrides))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignment.recipes import default_recipes_dir, find_recipes, read_yaml, validate_recipe
 from alignment.recipes.config import RecipeError, field_types, type_name
-from alignment.recipes.schema import STAGES, StageConfig, schema_classes
+from alignment.recipes.schema import StageConfig, schema_classes, stage_configs
 
 INTRO = """\
 # Recipe reference
@@ -49,7 +49,7 @@ def field_default(f: dataclasses.Field) -> str:
 
 
 def class_markdown(cls: type) -> str:
-    stage_type = next((kind for kind, c in STAGES.items() if c is cls), None)
+    stage_type = next((kind for kind, c in stage_configs().items() if c is cls), None)
     if stage_type is not None:
         title = f"## Stage `{stage_type}` ({cls.__name__})"
         intro = "Common fields of StageConfig, plus:"
@@ -69,7 +69,7 @@ def class_markdown(cls: type) -> str:
 def schema_markdown() -> str:
     """The recipe field reference: every dataclass, every field with type, default and help."""
     sections = [INTRO] + [class_markdown(cls) for cls in schema_classes()]
-    if not STAGES:
+    if not stage_configs():
         sections.append("## Stage types\n\nNo stage types are registered.\n")
     return "\n".join(sections)
 

@@ -230,3 +230,13 @@ def nested_dataclasses(cls: type) -> list[type]:
 
     visit(cls)
     return seen
+
+
+def check_range(value, path: str, low=None, high=None, high_open=False) -> None:
+    """`low <= value <= high` (or `< high` when `high_open`); None bounds are unchecked."""
+    too_low = low is not None and value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}"
+        bounds += ")" if high_open or high is None else "]"
+        raise RecipeError(f"{path}: {value} is out of range {bounds}", path)

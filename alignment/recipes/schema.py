@@ -1,9 +1,9 @@
 """The recipe schema: what a recipe file may say, with a help line for every field.
 
 A recipe is a run name, a base model, and an ordered list of stages (SFT, reward models, rejection
-sampling, PPO, ...). Each stage module owns its own config dataclass and registers it here with
-`@register_stage("sft")`; a recipe's `stages` entries are parsed by looking up their `type`. That
-keeps this file about the shape shared by all stages, and lets a new stage arrive without editing it.
+sampling, PPO, ...). Each stage module owns its own config dataclass, listed with its runner in the
+stage table (alignment/stages/registry.py); a recipe's `stages` entries are parsed by looking up
+their `type` there. That keeps this file about the shape shared by all stages.
 
 Everything that can be checked without compute is checked here: types, allowed values, mixtures,
 stage names and the `init_from` chain. A recipe that loads is a recipe that can start.
@@ -11,7 +11,6 @@ stage names and the `init_from` chain. A recipe that loads is a recipe that can 
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -22,22 +21,16 @@ from alignment.base_model.default_models import DEFAULT_MODELS
 from alignment.data.mixtures import KEYS as MIXTURE_KEYS
 from alignment.data.mixtures import PAPER_MIXTURES
 from alignment.errors import PaddockError
-from alignment.recipes.config import RecipeError, at, closest, describe, join, nested_dataclasses, setting
-
-# Modules that define stage configs; imported (so their `register_stage` runs) before a recipe is
-# parsed or the schema is documented. Stage modules add their dotted module name here.
-STAGE_MODULES: tuple[str, ...] = (
-    "alignment.stages.sft",
-    "reward_models.stage",
-    "alignment.stages.rejection_sampling",
-    "alignment.stages.ppo",
-    "alignment.stages.evaluation",
-    "safety.context_distillation",
-    "alignment.stages.gatt",
-    "alignment.stages.preference_collection",
+from alignment.recipes.config import (
+    RecipeError,
+    at,
+    check_range,
+    closest,
+    describe,
+    join,
+    nested_dataclasses,
+    setting,
 )
-
-STAGES: dict[str, type] = {}
 
 # Stage and run names become directories, and overrides address stages by name (`stages.sft.x=1`).
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -45,28 +38,12 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def register_stage(stage_type: str):
-    """Class decorator for a stage's config dataclass (a `StageConfig` subclass): recipes select it
-    with `type: <stage_type>`."""
+def stage_configs() -> dict[str, type]:
+    """Stage type -> its config class, from the one stage table (alignment/stages/registry.py).
+    Imported here, not at the top: the stage modules themselves build on this schema."""
+    from alignment.stages.registry import STAGE_TYPES
 
-    def register(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, StageConfig)):
-            raise TypeError(f"register_stage({stage_type!r}): {cls!r} is not a StageConfig subclass")
-        if stage_type in STAGES and STAGES[stage_type] is not cls:
-            raise TypeError(f"stage type {stage_type!r} is already registered by {STAGES[stage_type]!r}")
-        if not NAME.fullmatch(stage_type):
-            raise TypeError(f"stage type {stage_type!r} must match {NAME.pattern}")
-        cls.stage_type = stage_type
-        STAGES[stage_type] = cls
-        return cls
-
-    return register
-
-
-def ensure_stages_registered() -> dict[str, type]:
-    for module in STAGE_MODULES:
-        importlib.import_module(module)
-    return STAGES
+    return {name: stage.config for name, stage in STAGE_TYPES.items()}
 
 
 def check_name(value: str, pattern: re.Pattern, path: str) -> None:
@@ -76,16 +53,6 @@ def check_name(value: str, pattern: re.Pattern, path: str) -> None:
             "it becomes a directory name)",
             path,
         )
-
-
-def check_range(value, path: str, low=None, high=None, high_open=False) -> None:
-    """`low <= value <= high` (or `< high` when `high_open`); None bounds are unchecked."""
-    too_low = low is not None and value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}"
-        bounds += ")" if high_open or high is None else "]"
-        raise RecipeError(f"{path}: {value} is out of range {bounds}", path)
 
 
 @dataclass(kw_only=True)
@@ -311,7 +278,7 @@ class DataConfig:
 
 @dataclass(kw_only=True)
 class StageConfig:
-    """Fields every stage has. Stage modules subclass this and register with `@register_stage`."""
+    """Fields every stage has. Stage modules subclass this; alignment/stages/registry.py lists them."""
 
     type: str = setting(
         "Stage type; selects the stage's config and runner.", default="", doc_default="required"
@@ -350,19 +317,20 @@ class StageConfig:
             if kind != cls.stage_type:
                 raise RecipeError(f"{where}: {kind!r} given for a {cls.stage_type!r} stage config", where)
             return cls
-        if kind not in STAGES:
-            hint = closest(kind, STAGES)
+        configs = stage_configs()
+        if kind not in configs:
+            hint = closest(kind, configs)
             raise RecipeError(
                 f"{where}: unknown stage type {kind!r}{hint}; registered: {registered_types()}", where
             )
-        return STAGES[kind]
+        return configs[kind]
 
     def check_config(self, path: str) -> None:
         check_name(self.name, NAME, join(path, "name"))
 
 
 def registered_types() -> str:
-    return ", ".join(sorted(STAGES)) or "none"
+    return ", ".join(sorted(stage_configs())) or "none"
 
 
 def looks_like_path(value: str) -> bool:
@@ -435,8 +403,8 @@ def check_init_from(stage: StageConfig, earlier: list[str], rest: list[str], whe
 
 def schema_classes() -> list[type]:
     """Every dataclass a recipe can contain: the recipe's own, then each registered stage's."""
-    ensure_stages_registered()
+    configs = stage_configs()
     classes = nested_dataclasses(Recipe)
-    for kind in sorted(STAGES):
-        classes += [c for c in nested_dataclasses(STAGES[kind]) if c not in classes]
+    for kind in sorted(configs):
+        classes += [c for c in nested_dataclasses(configs[kind]) if c not in classes]
     return classes

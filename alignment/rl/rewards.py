@@ -13,8 +13,7 @@ import torch
 
 from alignment.data.chat_format import encode_dialogue
 from alignment.precision import bf16_autocast
-from alignment.recipes.config import join, setting
-from alignment.recipes.schema import check_range
+from alignment.recipes.config import check_range, join, setting
 from reward_models.health import ScoreHealth
 from safety.reward_combination import combine_rewards, logit
 
@@ -107,23 +106,35 @@ class RewardModelsConfig:
             check_range(self.safety_cap, join(path, "safety_cap"), low=self.threshold, high=1, high_open=True)
 
 
-def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
+def load_reward_model(model_cfg, path: str, tokenizer, what: str, role: str):
+    """A frozen reward model (scalar head) built as `model_cfg` says, padded as `tokenizer` pads;
+    `what` (the stage) and `role` name it in the one-line error when it cannot be loaded."""
     from alignment.errors import PaddockError
     from alignment.model_setup import load_frozen
-    from alignment.stages.common import resolve_stage_model
 
-    models = {}
-    for role in ("helpful", "safety"):
-        path = resolve_stage_model(ctx, getattr(cfg, role))
-        try:
-            models[role] = load_frozen(ctx.recipe.model, path, head="reward")
-        except (OSError, ValueError) as err:
-            raise PaddockError(
-                f"stage {ctx.stage.name}: cannot load the {role} reward model {path}: {err}"
-            ) from None
-        models[role].config.pad_token_id = tokenizer.pad_token_id
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
-    scorer = RewardScorer(
+    try:
+        model = load_frozen(model_cfg, path, head="reward")
+    except (OSError, ValueError) as err:
+        raise PaddockError(f"{what}: cannot load the {role} reward model {path}: {err}") from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_scorer(
+    model_cfg,
+    cfg: RewardModelsConfig,
+    paths: dict[str, str],
+    tokenizer,
+    style: str,
+    autocast: bool,
+    what: str,
+) -> RewardScorer:
+    """Both RMs (`paths`: role -> checkpoint) and Llama 2's combination as `cfg` sets it."""
+    models = {
+        role: load_reward_model(model_cfg, paths[role], tokenizer, what, role)
+        for role in ("helpful", "safety")
+    }
+    return RewardScorer(
         models["helpful"],
         models["safety"],
         tokenizer,
@@ -133,5 +144,20 @@ def load_scorer(ctx, cfg: RewardModelsConfig, tokenizer, style: str):
         autocast,
         safety_cap=cfg.safety_cap,
     )
-    ctx.extras["rm_health"] = scorer.health  # finish_stage writes it into summary.json
-    return scorer
+
+
+class LazyScorer:
+    """A RewardScorer built on first use: a stage resumed past its scoring never loads the RMs.
+    `health` is the loaded scorer's, or a clean record when nothing was scored."""
+
+    def __init__(self, load):
+        self._load, self._scorer = load, None
+
+    def __call__(self, conversations, texts, is_safety: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._scorer is None:
+            self._scorer = self._load()
+        return self._scorer(conversations, texts, is_safety)
+
+    @property
+    def health(self) -> ScoreHealth:
+        return self._scorer.health if self._scorer is not None else ScoreHealth()

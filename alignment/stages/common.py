@@ -6,19 +6,20 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from alignment import distributed
 from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
+from alignment.data.records import category_of
+from alignment.data.sources import data_path
 from alignment.errors import PaddockError
 from alignment.precision import bf16_autocast
 from alignment.recipes.config import setting
+from alignment.rl.rewards import LazyScorer, load_scorer
 from alignment.runs import StageDir, save_figure, write_json
 from alignment.training.loop import LoopSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -38,7 +39,6 @@ class StageContext:
     run_dir: Path
     dir: StageDir
     init: str  # model name, checkpoint or saved adapter to start from
-    extras: dict = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -62,16 +62,22 @@ class StageContext:
 
         return build_trainable(self.recipe.model, self.init, head=head)
 
+    @property
+    def autocast_on(self) -> bool:
+        """Whether matmuls run in bf16 under autocast (`model.precision: bf16-autocast`)."""
+        return self.recipe.model.precision == "bf16-autocast"
+
     def autocast(self, model):
-        return bf16_autocast(model, self.recipe.model.precision == "bf16-autocast")
+        return bf16_autocast(model, self.autocast_on)
 
-
-def data_path(path: str) -> Path:
-    """Relative paths are tried from the working directory, then from the repository root."""
-    candidate = Path(path).expanduser()
-    if candidate.exists() or candidate.is_absolute():
-        return candidate
-    return REPO_ROOT / path if (REPO_ROOT / path).exists() else candidate
+    def reward_scorer(self, cfg, tokenizer, style: str) -> LazyScorer:
+        """Both reward models `cfg` names (earlier stages or paths) and their combination, loaded on
+        first use; the stage records `scorer.health` in its summary as `rm_health`."""
+        paths = {role: resolve_stage_model(self, getattr(cfg, role)) for role in ("helpful", "safety")}
+        what = f"stage {self.stage.name}"
+        return LazyScorer(
+            lambda: load_scorer(self.recipe.model, cfg, paths, tokenizer, style, self.autocast_on, what)
+        )
 
 
 def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
@@ -80,18 +86,6 @@ def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
     if name_or_path in names:
         return str(ctx.run_dir / name_or_path / "model")
     return str(data_path(name_or_path))
-
-
-# What each stage type reads its `data` sources as (`paddock run` loads them all before it writes).
-DATA_KINDS = {
-    "sft": "dialogues",
-    "reward_model": "preferences",
-    "rejection_sampling": "rl_prompts",
-    "gatt": "dialogues",
-    "ppo": "rl_prompts",
-    "context_distillation": "rl_prompts",
-    "preference_collection": "rl_prompts",
-}
 
 
 def load_source(ctx: StageContext, source, kind: str):
@@ -174,12 +168,6 @@ def summary(result, source) -> str:
     return text
 
 
-def category_of(row) -> str:
-    """A record's category as a plain string (enum or str; helpfulness when it has none)."""
-    category = getattr(row, "category", "helpfulness")
-    return getattr(category, "value", category)
-
-
 def loop_settings(cfg, ctx: StageContext, **overrides) -> LoopSettings:
     settings = LoopSettings(
         learning_rate=cfg.learning_rate,
@@ -194,7 +182,7 @@ def loop_settings(cfg, ctx: StageContext, **overrides) -> LoopSettings:
         log_every=cfg.log_every,
         eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        autocast=ctx.autocast_on,
         seed=ctx.seed,
         progress=ctx.recipe.logging.progress,
     )
@@ -289,8 +277,6 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
         **summary,
         "plots": plot_metrics(ctx, plot_keys),
     }
-    if "rm_health" in ctx.extras:  # set by the RL reward scorer (alignment/rl/rewards.py)
-        summary["rm_health"] = ctx.extras["rm_health"].summary()
     ctx.dir.write_summary(summary)
     ctx.dir.mark_complete()
     # Resume checkpoints (weights + optimizer, ~3x the model) are scratch once the stage is done.

@@ -14,8 +14,8 @@ from typing import Literal
 from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
-from alignment.recipes.schema import StageConfig, register_stage
-from alignment.rl.rewards import RewardModelsConfig, load_scorer
+from alignment.recipes.schema import StageConfig
+from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import save_figure, write_atomic, write_json
 from alignment.stages.common import StageContext, data_path
 from safety.evaluation import GoldSuiteConfig, suite_rows
@@ -23,7 +23,6 @@ from safety.evaluation import GoldSuiteConfig, suite_rows
 POLICY_STAGES = ("sft", "rejection_sampling", "ppo", "gatt", "context_distillation")
 
 
-@register_stage("evaluation")
 @dataclass(kw_only=True)
 class EvaluationConfig(StageConfig):
     """Gold-grader and reward-model evaluation of each stage's model, and the run report."""
@@ -65,9 +64,9 @@ def run_evaluation(ctx: StageContext) -> dict:
 
     cfg: EvaluationConfig = ctx.stage
     tokenizer = ctx.tokenizer()
-    scorer = load_scorer(ctx, cfg.reward_models, tokenizer, cfg.chat_style)
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
     rows = suite_rows(cfg.gold, data_path)
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    autocast = ctx.autocast_on
     results = {}
     for name, path in models_to_evaluate(ctx).items():
         cache = ctx.dir.root / f"eval-{name}.json"

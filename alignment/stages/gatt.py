@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file
 
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Dialogue
@@ -51,18 +50,17 @@ from alignment.gatt_eval import (
 )
 from alignment.gym.gatt import SLOT
 from alignment.gym.graders import check_instruction
-from alignment.recipes.config import RecipeError, join, setting
-from alignment.recipes.schema import StageConfig, check_range, register_stage
-from alignment.rl.rewards import RewardModelsConfig, load_scorer
+from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.schema import StageConfig
+from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_atomic, write_json
 from alignment.stages.common import StageContext, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
-from alignment.training.checkpoint import save_file_atomic, trainable_state
+from alignment.training.checkpoint import load_trainable, save_file_atomic, trainable_state
 
 SEPARATOR = "\n\n"  # between a user turn and the instruction appended to it
 
 
-@register_stage("gatt")
 @dataclass(kw_only=True)
 class GAttConfig(StageConfig):
     """Ghost Attention: sample with the instruction on every user turn, train with it only in the
@@ -298,20 +296,6 @@ def pick(rewards: list[float] | None, followed: list[bool] | None) -> int:
 # Sampling
 
 
-class _Scorer:
-    """Loads the two RMs on first use (resumed sampling does not need them)."""
-
-    def __init__(self, ctx: StageContext, tokenizer):
-        self.ctx, self.tokenizer, self._scorer = ctx, tokenizer, None
-
-    def __call__(self, conversations, texts):
-        if self._scorer is None:
-            cfg = self.ctx.stage
-            self._scorer = load_scorer(self.ctx, cfg.reward_models, self.tokenizer, cfg.chat_style)
-        is_safety = torch.zeros(len(texts), dtype=torch.bool)
-        return self._scorer(conversations, texts, is_safety)["reward"].tolist()
-
-
 def sample_dialogues(ctx: StageContext, model, tokenizer, plan: list[dict], scorer=None) -> list[dict]:
     """Every assistant turn of every planned dialogue, sampled with the instruction on each user turn;
     progress is cached after every turn, so a killed stage resumes at the next one."""
@@ -321,7 +305,7 @@ def sample_dialogues(ctx: StageContext, model, tokenizer, plan: list[dict], scor
     answers = state.get("answers") or [[] for _ in plan]
     samples: dict[str, list] = state.get("samples", {})  # "dialogue/turn" -> K samples with scores
     k = cfg.samples_per_turn
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    autocast = ctx.autocast_on
     openings: list[list[dict]] = [[] for _ in plan]
     users = [[u + SEPARATOR + p["instruction"]["text"] for u in p["users"]] for p in plan]
     limit = min(cfg.finetune.max_length, context_limit(model, None))
@@ -349,7 +333,9 @@ def sample_dialogues(ctx: StageContext, model, tokenizer, plan: list[dict], scor
         ).texts
         rewards = None
         if k > 1 and cfg.reward_models is not None:
-            rewards = scorer([c for c in conversations for _ in range(k)], texts)
+            helpfulness = torch.zeros(len(texts), dtype=torch.bool)  # instructions, not safety prompts
+            repeated = [c for c in conversations for _ in range(k)]
+            rewards = scorer(repeated, texts, helpfulness)["reward"].tolist()
         kept = []
         for row, i in enumerate(indices):
             group = texts[row * k : (row + 1) * k]
@@ -416,7 +402,7 @@ def check_cached_settings(ctx: StageContext, path, settings: dict) -> None:
         )
 
 
-def sampled_data(ctx: StageContext, model, tokenizer, train_rows) -> list[dict]:
+def sampled_data(ctx: StageContext, model, tokenizer, train_rows, scorer=None) -> list[dict]:
     """The stage's GAtt dialogues, sampled once and reused from `gatt_data.jsonl` when present (and
     sampled with the same settings, recorded in `gatt_data_settings.json`)."""
     cfg: GAttConfig = ctx.stage
@@ -447,7 +433,6 @@ def sampled_data(ctx: StageContext, model, tokenizer, train_rows) -> list[dict]:
         cfg.short_form_probability,
         seed=ctx.seed,
     )
-    scorer = _Scorer(ctx, tokenizer) if cfg.reward_models is not None and cfg.samples_per_turn > 1 else None
     print(
         f"[{cfg.name}] sampling {len(plan)} dialogues, up to {cfg.max_turns} turns, K={cfg.samples_per_turn}"
     )
@@ -496,7 +481,7 @@ def _evaluate(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
         tokenizer,
         cfg.eval,
         cfg.chat_style,
-        ctx.recipe.model.precision == "bf16-autocast",
+        ctx.autocast_on,
         resolve=data_path,
         progress=f"GAtt eval ({when})" if ctx.recipe.logging.progress else None,
     )
@@ -508,13 +493,6 @@ def _evaluate(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
     return summary
 
 
-def _load_trainable(model, path) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in load_file(path).items():
-            params[name].copy_(value)
-
-
 def run_gatt(ctx: StageContext) -> dict:
     cfg: GAttConfig = ctx.stage
     if cfg.data is None:
@@ -523,7 +501,10 @@ def run_gatt(ctx: StageContext) -> dict:
     train_rows, test_rows, loaded = load_records(ctx, kind="dialogues")
     model = ctx.trainable_model()
     before = _evaluate(ctx, model, tokenizer, "before")
-    data = sampled_data(ctx, model, tokenizer, train_rows)
+    scorer = None  # best-of-K by reward needs the RMs; they load only if sampling runs
+    if cfg.reward_models is not None and cfg.samples_per_turn > 1:
+        scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
+    data = sampled_data(ctx, model, tokenizer, train_rows, scorer)
     dialogues = [Dialogue(m) for m in select_examples(data, cfg.examples, cfg.gold_filter)]
     if not dialogues:
         why = (
@@ -532,7 +513,7 @@ def run_gatt(ctx: StageContext) -> dict:
         raise PaddockError(f"stage {cfg.name}: nothing to train on: {len(data)} sampled dialogues, {why}")
     done_file = ctx.dir.root / "trainable.safetensors"
     if done_file.is_file():
-        _load_trainable(model, done_file)
+        load_trainable(model, done_file)
         fit = json.loads((ctx.dir.root / "finetune.json").read_text())
     else:
         # Sampling may or may not have run in this process (it is cached): reseed, so dropout in the
@@ -573,6 +554,8 @@ def run_gatt(ctx: StageContext) -> dict:
         "adherence_table": adherence_table(before, after) if (before or after) else None,
         "adherence_plots": plots,
     }
+    if scorer is not None:
+        summary["rm_health"] = scorer.health.summary()
     summary = finish_stage(ctx, model, tokenizer, summary)
     done_file.unlink(missing_ok=True)  # scratch once the model is saved, like the resume checkpoints
     return summary

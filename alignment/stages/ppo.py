@@ -26,14 +26,14 @@ from torch import nn
 from alignment import distributed
 from alignment.answers import answer, sampling_for
 from alignment.data.chat_format import encode_prompt
+from alignment.data.records import category_of
 from alignment.errors import PaddockError
-from alignment.recipes.config import RecipeError, join, setting
-from alignment.recipes.schema import StageConfig, check_range, register_stage
-from alignment.rl.rewards import RewardModelsConfig, load_scorer
+from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.schema import StageConfig
+from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_json
 from alignment.stages.common import (
     StageContext,
-    category_of,
     data_path,
     finish_stage,
     load_records,
@@ -41,6 +41,7 @@ from alignment.stages.common import (
 )
 from alignment.training.checkpoint import (
     latest_checkpoint,
+    load_trainable,
     load_training_checkpoint,
     save_file_atomic,
     save_training_checkpoint,
@@ -49,7 +50,6 @@ from alignment.training.guards import at_step
 from safety.evaluation import GoldSuiteConfig, gold_rates, suite_rows
 
 
-@register_stage("ppo")
 @dataclass(kw_only=True)
 class PPOConfig(StageConfig):
     """PPO against both reward models with Llama 2's reward combination and KL penalty (§3.2.3)."""
@@ -178,7 +178,6 @@ def build_models(ctx: StageContext, cfg: PPOConfig):
 
 def shared_critic(ctx: StageContext, policy, critic_init: str):
     from peft import LoraConfig, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     from alignment.model_setup import ADAPTER_BASE_FILE, load_frozen, resolve_init
     from alignment.rl.ppo import AdapterCritic
@@ -272,7 +271,7 @@ def run_ppo(ctx: StageContext) -> dict:
     train_prompts, test_prompts, data_report = load_records(ctx, kind="rl_prompts")
     distributed.check_batch(cfg.batch_size, f"stage {cfg.name}")
     policy, reference, critic, critic_note = build_models(ctx, cfg)
-    scorer = load_scorer(ctx, cfg.reward_models, tokenizer, cfg.chat_style)
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
 
     def reward_fn(records, texts, sequences, response_mask):
         is_safety = torch.tensor([category_of(r) == "safety" for r in records])
@@ -308,7 +307,7 @@ def run_ppo(ctx: StageContext) -> dict:
         cfg.adam_eps,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (paper)
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    autocast = ctx.autocast_on
     trainer = PPOTrainer(
         policy,
         reference,
@@ -407,7 +406,7 @@ def run_ppo(ctx: StageContext) -> dict:
     # Without the snapshot (a run resumed from before keep_best existed) the last policy is kept.
     kept = best_eval(evals) if cfg.keep_best and best_file.is_file() else evals[-1]
     if kept is not evals[-1]:
-        restore_weights(modules, best_file)
+        load_trainable(modules, best_file)
         print(
             f"[{cfg.name}] keeping the policy of iteration {kept['iteration']} (best held-out proxy reward)"
         )
@@ -424,6 +423,7 @@ def run_ppo(ctx: StageContext) -> dict:
         "eval_after": after,
         "evals": evals,
         "ppo_plots": plot_ppo(ctx.dir.metrics.rows(), evals, ctx.dir.plots, ctx.dir.root),
+        "rm_health": scorer.health.summary(),
     }
     return finish_stage(ctx, policy, tokenizer, summary, plot_keys=("reward", "eval_proxy_reward"))
 
@@ -438,13 +438,6 @@ def trained_weights(modules: nn.Module, optimizer) -> dict[str, torch.Tensor]:
 def best_eval(evals: list[dict]) -> dict:
     """The eval with the highest held-out proxy reward; the earliest of equals (the less-trained)."""
     return max(evals, key=lambda e: (e["proxy_reward"], -e["iteration"]))
-
-
-def restore_weights(modules: nn.Module, path: Path) -> None:
-    params = dict(modules.named_parameters())
-    with torch.no_grad():
-        for name, value in load_file(path).items():
-            params[name].copy_(value)
 
 
 def _numbers(stats: dict) -> dict:

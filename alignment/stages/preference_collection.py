@@ -23,20 +23,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from alignment.data.records import Category, PreferencePair, Rating
+from alignment.data.records import Category, PreferencePair, Rating, category_of
 from alignment.errors import PaddockError
 from alignment.gym.graders import is_refusal
 from alignment.model_setup import load_frozen
-from alignment.recipes.config import RecipeError, join, setting
-from alignment.recipes.schema import StageConfig, check_range, register_stage
+from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.schema import StageConfig
 from alignment.runs import write_atomic
-from alignment.stages.common import StageContext, category_of, load_records
+from alignment.stages.common import StageContext, load_records
 from alignment.stages.rejection_sampling import gold_scores, sample_answers
 
 KINDS = ("helpful", "borderline", "safety")
 
 
-@register_stage("preference_collection")
 @dataclass(kw_only=True)
 class PreferenceCollectionConfig(StageConfig):
     """The model's own answers, graded by the gym's gold graders and paired (right vs wrong)."""

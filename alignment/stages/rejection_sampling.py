@@ -20,30 +20,27 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file
 
 from alignment.answers import answer, sampling_for
 from alignment.data.mixtures import prompt_key
-from alignment.data.records import Dialogue
+from alignment.data.records import Dialogue, category_of
 from alignment.errors import PaddockError
-from alignment.recipes.config import RecipeError, join, setting
-from alignment.recipes.schema import StageConfig, check_range, register_stage
-from alignment.rl.rewards import RewardModelsConfig, load_scorer
+from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.schema import StageConfig
+from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import StageDir, save_figure, write_atomic, write_json
 from alignment.stages.common import (
     StageContext,
     cached_gold_suite,
-    category_of,
     data_path,
     finish_stage,
     load_records,
 )
 from alignment.stages.sft import FinetuneConfig, finetune
-from alignment.training.checkpoint import save_file_atomic, trainable_state
+from alignment.training.checkpoint import load_trainable, save_file_atomic, trainable_state
 from safety.evaluation import GoldSuiteConfig, suite_rows
 
 
-@register_stage("rejection_sampling")
 @dataclass(kw_only=True)
 class RejectionSamplingConfig(StageConfig):
     """Best-of-K sampling scored by both reward models, then SFT on the kept answers (Llama 2 §3.2.3)."""
@@ -154,20 +151,6 @@ def update_pool(pool: dict[str, dict], kept: list[dict]) -> dict[str, dict]:
     return merged
 
 
-class _Scorer:
-    """Loads the two RMs lazily (sampling resumed from disk does not need them)."""
-
-    def __init__(self, ctx: StageContext, tokenizer):
-        self.ctx, self.tokenizer, self._scorer = ctx, tokenizer, None
-
-    def __call__(self, conversations, texts, is_safety):
-        if self._scorer is None:
-            self._scorer = load_scorer(
-                self.ctx, self.ctx.stage.reward_models, self.tokenizer, self.ctx.stage.chat_style
-            )
-        return self._scorer(conversations, texts, is_safety)
-
-
 def sample_answers(
     ctx, model, tokenizer, records, temperature: float, n: int, seed: int, label: str
 ) -> list[str]:
@@ -183,7 +166,7 @@ def sample_answers(
         [r.prompt for r in records],
         sampling,
         cfg.chat_style,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        autocast=ctx.autocast_on,
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
         progress=f"{label}K={n} at T={temperature}" if ctx.recipe.logging.progress else None,
@@ -326,7 +309,7 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
     ]
     done_file = root / "trainable.safetensors"
     if done_file.is_file():
-        _load_trainable(model, done_file)
+        load_trainable(model, done_file)
         fit = json.loads((root / "finetune.json").read_text())
     else:
         fit = finetune(
@@ -358,13 +341,6 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
         report["kept_greedy_share"] = statistics.fmean(item["sample"] == k for item in kept)
         report["gold_greedy"] = gold_of(records, greedy["texts"])
     return report, pool
-
-
-def _load_trainable(model, path) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in load_file(path).items():
-            params[name].copy_(value)
 
 
 def plot_curves(ctx, reports: list[dict]) -> list[str]:
@@ -404,8 +380,8 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
     tokenizer = ctx.tokenizer()
     prompts, _, data_report = load_records(ctx, kind="rl_prompts")
     model = ctx.trainable_model()
-    scorer = _Scorer(ctx, tokenizer)
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
+    autocast = ctx.autocast_on
     gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
     gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
     temperature, sweep = choose_temperature(ctx, model, tokenizer, scorer, prompts, 1)
@@ -431,6 +407,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
         "gold_before": gold_before,
         "gold_after": gold_after,
         "curve_plots": plot_curves(ctx, reports),
+        "rm_health": scorer.health.summary(),
     }
     return finish_stage(
         ctx, model, tokenizer, summary, plot_keys=("mean_reward", "kept_mean_reward", "pool_mean_reward")

@@ -16,7 +16,7 @@ import torch
 from alignment.data.chat_format import IGNORE_INDEX, encode_dialogue
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
-from alignment.recipes.schema import StageConfig, register_stage
+from alignment.recipes.schema import StageConfig
 from alignment.stages.common import (
     GoldEvalConfig,
     StageContext,
@@ -51,7 +51,6 @@ class FinetuneConfig:
     checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
 
 
-@register_stage("sft")
 @dataclass(kw_only=True)
 class SFTConfig(StageConfig, FinetuneConfig):
     """Supervised fine-tuning on dialogues, loss on assistant answers only (Llama 2 §3.1)."""

@@ -24,6 +24,15 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def load_trainable(model, path: Path) -> None:
+    """Copy saved tensors (a `trainable_state` or any name -> tensor file) into the model's parameters
+    of the same names, in place; names the file does not hold keep their values."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in load_file(path).items():
+            params[name].copy_(value)
+
+
 def save_training_checkpoint(
     directory: Path,
     step: int,

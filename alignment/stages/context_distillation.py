@@ -22,32 +22,30 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Dialogue
 from alignment.errors import PaddockError
-from alignment.recipes.config import RecipeError, join, setting
-from alignment.recipes.schema import StageConfig, check_range, register_stage
-from alignment.rl.rewards import RewardModelsConfig
+from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.schema import StageConfig
+from alignment.rl.rewards import RewardModelsConfig, load_reward_model, rm_scores
 from alignment.runs import save_figure, write_atomic, write_json
 from alignment.stages.common import (
     StageContext,
     cached_gold_suite,
-    category_of,
     data_path,
     finish_stage,
     load_records,
+    resolve_stage_model,
 )
 from alignment.stages.sft import FinetuneConfig, finetune
+from safety.distillation import keep_reasons, risk_category, select_prompts, table_report
 from safety.evaluation import GoldSuiteConfig, suite_rows
 from safety.preprompts import ANSWER_TEMPLATES, DEFAULT_ADJECTIVES, apply_preprompt, distillation_preprompt
 
 
-@register_stage("context_distillation")
 @dataclass(kw_only=True)
 class ContextDistillationConfig(StageConfig):
     """Safety context distillation: answer adversarial prompts with a safety preprompt, keep answers the
@@ -115,71 +113,6 @@ class ContextDistillationConfig(StageConfig):
             raise RecipeError(f"{where}: give at least one non-empty adjective", where)
 
 
-def keep_reasons(
-    plain_scores, distilled_scores, margin: float = 0.0, plain_texts=None, distilled_texts=None
-) -> list[str]:
-    """Per prompt, "kept" or why not: "empty" (the distilled answer is blank), "identical" (it equals
-    the plain answer: the preprompt changed nothing, and the two scores would then differ only by
-    float noise from batching), or "not_higher" (its safety score does not exceed the plain answer's
-    by more than `margin`; ties are not kept). Texts are optional; without them only scores count."""
-    plain, distilled = list(plain_scores), list(distilled_scores)
-    if len(plain) != len(distilled):
-        raise ValueError(f"keep_distilled: {len(plain)} plain scores but {len(distilled)} distilled scores")
-    n = len(plain)
-    plain_texts = [None] * n if plain_texts is None else list(plain_texts)
-    distilled_texts = [None] * n if distilled_texts is None else list(distilled_texts)
-    if not len(plain_texts) == len(distilled_texts) == n:
-        raise ValueError("keep_distilled: give one plain and one distilled text per score")
-    reasons = []
-    for p, d, p_text, d_text in zip(plain, distilled, plain_texts, distilled_texts, strict=True):
-        if d_text is not None and not d_text.strip():
-            reasons.append("empty")
-        elif d_text is not None and d_text == p_text:
-            reasons.append("identical")
-        else:
-            reasons.append("kept" if float(d) - float(p) > margin else "not_higher")
-    return reasons
-
-
-def keep_distilled(
-    plain_scores, distilled_scores, margin: float = 0.0, plain_texts=None, distilled_texts=None
-) -> list[bool]:
-    """Per prompt, whether the distilled answer is kept: its safety score must exceed the plain
-    answer's by more than `margin`. A tie is not kept: the preprompt did not help, and training on
-    an answer no better than the model's own would only move the model for nothing. With texts, an
-    empty distilled answer or one identical to the plain answer is not kept either (`keep_reasons`).
-
-    Worked example, margin 0: plain [0.5, -1.0, 2.0, 0.3], distilled [1.5, -1.0, 1.0, 0.31]
-    -> 1.5 > 0.5 kept; -1.0 = -1.0 tie, not kept; 1.0 < 2.0 not kept; 0.31 > 0.3 kept
-    -> [True, False, False, True]. With margin 0.5: 1.5 - 0.5 = 1.0 > 0.5 kept; 0.31 - 0.3 = 0.01
-    is not above 0.5 -> [True, False, False, False]."""
-    reasons = keep_reasons(plain_scores, distilled_scores, margin, plain_texts, distilled_texts)
-    return [reason == "kept" for reason in reasons]
-
-
-def kept_by_category(categories, kept) -> dict[str, dict]:
-    """{category: {"kept", "total", "share"}} in category order; counts add up to the totals."""
-    out: dict[str, dict] = {}
-    for category, keep in zip(categories, kept, strict=True):
-        cell = out.setdefault(category, {"kept": 0, "total": 0})
-        cell["kept"] += int(bool(keep))
-        cell["total"] += 1
-    return {c: {**v, "share": v["kept"] / v["total"]} for c, v in sorted(out.items())}
-
-
-def risk_category(record) -> str:
-    return str((record.meta or {}).get("risk_category") or "unknown")
-
-
-def select_prompts(records: list, n: int, seed: int) -> list:
-    """The safety records, a seeded draw of `n` in file order when there are more."""
-    safety = [r for r in records if category_of(r) == "safety"]
-    if len(safety) <= n:
-        return safety
-    chosen = sorted(random.Random(seed * 1_000_003 + 17).sample(range(len(safety)), n))
-    return [safety[i] for i in chosen]
-
-
 def preprompts_for(records: list, cfg: ContextDistillationConfig, seed: int) -> list[str]:
     """One preprompt per prompt, seeded by the recipe seed and the prompt's position."""
     return [
@@ -216,7 +149,7 @@ def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[st
         conversations,
         sampling,
         cfg.chat_style,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        autocast=ctx.autocast_on,
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
         progress=f"answers {what}" if ctx.recipe.logging.progress else None,
@@ -227,24 +160,20 @@ def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[st
 
 def _safety_scores(ctx, tokenizer, conversations, plain, distilled) -> tuple[list[float], list[float]]:
     """Raw safety-RM scores of both answers, each against the prompt without the preprompt."""
-    from alignment.model_setup import load_frozen
-    from alignment.rl.rewards import rm_scores
-    from alignment.stages.common import resolve_stage_model
-
     cfg: ContextDistillationConfig = ctx.stage
     path = resolve_stage_model(ctx, cfg.reward_models.safety)
-    try:
-        rm = load_frozen(ctx.recipe.model, path, head="reward")
-    except (OSError, ValueError) as err:
-        raise PaddockError(f"stage {cfg.name}: cannot load the safety reward model {path}: {err}") from None
-    rm.config.pad_token_id = tokenizer.pad_token_id
-    kwargs = dict(
-        style=cfg.chat_style,
-        max_length=cfg.reward_models.max_length,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
-    )
+    rm = load_reward_model(ctx.recipe.model, path, tokenizer, f"stage {cfg.name}", "safety")
     n = len(conversations)
-    scores = rm_scores(rm, tokenizer, conversations * 2, list(plain) + list(distilled), **kwargs).tolist()
+    answers = list(plain) + list(distilled)
+    scores = rm_scores(
+        rm,
+        tokenizer,
+        conversations * 2,
+        answers,
+        cfg.chat_style,
+        cfg.reward_models.max_length,
+        autocast=ctx.autocast_on,
+    ).tolist()
     del rm
     return scores[:n], scores[n:]
 
@@ -300,33 +229,6 @@ def build_table(ctx, model, tokenizer, records: list) -> list[dict]:
     return rows
 
 
-def table_report(rows: list[dict]) -> dict:
-    """Counts kept overall and by risk category, mean safety scores, and how often the gold graders
-    call each kind of answer a refusal (does the RM's gate agree with the program's?)."""
-    kept = [row["kept"] for row in rows]
-    refusal = lambda rs, key: statistics.fmean(r[key] == "refusal" for r in rs) if rs else None  # noqa: E731
-    kept_rows = [row for row in rows if row["kept"]]
-    return {
-        "prompts": len(rows),
-        "kept": sum(kept),
-        "kept_share": sum(kept) / len(rows),
-        "not_kept": dict(sorted(Counter(row["reason"] for row in rows if not row["kept"]).items())),
-        "kept_by_category": kept_by_category([row["category"] for row in rows], kept),
-        "mean_safety_plain": statistics.fmean(row["safety_plain"] for row in rows),
-        "mean_safety_distilled": statistics.fmean(row["safety_distilled"] for row in rows),
-        "mean_safety_gain_kept": statistics.fmean(
-            r["safety_distilled"] - r["safety_plain"] for r in kept_rows
-        )
-        if kept_rows
-        else None,
-        "gold_refusal_plain": refusal(rows, "gold_plain"),
-        "gold_refusal_distilled": refusal(rows, "gold_distilled"),
-        "gold_refusal_kept": refusal(kept_rows, "gold_distilled"),
-        "gold_refusal_rejected": refusal([r for r in rows if not r["kept"]], "gold_distilled"),
-        "generic_template": sum(row["answer_template"] is False for row in rows),
-    }
-
-
 def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
     import matplotlib
 
@@ -372,7 +274,7 @@ def run_context_distillation(ctx: StageContext) -> dict:
             "only adversarial (safety) prompts"
         )
     model = ctx.trainable_model()
-    autocast = ctx.recipe.model.precision == "bf16-autocast"
+    autocast = ctx.autocast_on
     gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
     gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
     rows = build_table(ctx, model, tokenizer, records)

@@ -13,19 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-from alignment.data.margins import margin_table, pair_margin
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
-from alignment.recipes.schema import StageConfig, register_stage
+from alignment.recipes.schema import StageConfig
 from alignment.stages.common import StageContext, finish_stage, load_records, load_source, loop_settings
 from alignment.training.loop import train
-from reward_models.losses import margin_ranking_loss
-from reward_models.scoring import encode_pair, make_pair_batch, rewards, supports_packing
+from reward_models.scoring import supports_packing
+from reward_models.training import collate, encode_pairs, quick_accuracy, rm_loss
 
 
-@register_stage("reward_model")
 @dataclass(kw_only=True)
 class RewardModelConfig(StageConfig):
     """A reward model: scalar head on the SFT model, margin ranking loss (Llama 2 §3.2.2)."""
@@ -61,43 +57,6 @@ class RewardModelConfig(StageConfig):
     )
 
 
-def encode_pairs(pairs, tokenizer, cfg: RewardModelConfig) -> list[dict]:
-    table = margin_table(cfg.margin)
-    examples = []
-    for pair in pairs:
-        chosen, rejected = encode_pair(pair, tokenizer, cfg.chat_style, cfg.max_length)
-        examples.append({"chosen": chosen, "rejected": rejected, "margin": pair_margin(pair, table)})
-    return examples
-
-
-def collate(batch: list[dict], pad_token_id: int, packed: bool = False) -> dict:
-    out = make_pair_batch([(ex["chosen"], ex["rejected"]) for ex in batch], pad_token_id, packed)
-    out["margin"] = torch.tensor([ex["margin"] for ex in batch], dtype=torch.float32)
-    out["num_items"] = len(batch)
-    return out
-
-
-def rm_loss(model, batch: dict, num_items: int):
-    chosen, rejected = rewards(model, batch)
-    loss = margin_ranking_loss(chosen.float(), rejected.float(), batch["margin"], reduction="sum") / num_items
-    chosen, rejected = chosen.detach(), rejected.detach()
-    correct = float((chosen > rejected).sum())
-    return loss, {"accuracy": correct / num_items, "reward_gap": float((chosen - rejected).sum()) / num_items}
-
-
-def quick_accuracy(
-    model, examples: list[dict], pad_token_id: int, batch_size: int = 16, packed: bool = False
-) -> dict:
-    correct, total = 0, 0
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], pad_token_id, packed)
-            chosen, rejected = rewards(model, batch)
-            correct += int((chosen > rejected).sum())
-            total += len(chosen)
-    return {"accuracy": correct / max(total, 1)}
-
-
 def test_sets(ctx: StageContext, held_out: list) -> dict[str, list]:
     """Each `test_sources` entry is its own test set (the paper's Table 7 columns)."""
     data = ctx.stage.data
@@ -121,8 +80,14 @@ def run_reward_model(ctx: StageContext) -> dict:
     evaluation_sets = {
         name: pairs[: cfg.eval_pairs or None] for name, pairs in test_sets(ctx, held_out).items()
     }
-    examples = encode_pairs(train_pairs, tokenizer, cfg)
-    quick_eval = encode_pairs([p for pairs in evaluation_sets.values() for p in pairs][:128], tokenizer, cfg)
+    examples = encode_pairs(train_pairs, tokenizer, cfg.margin, cfg.chat_style, cfg.max_length)
+    quick_eval = encode_pairs(
+        [p for pairs in evaluation_sets.values() for p in pairs][:128],
+        tokenizer,
+        cfg.margin,
+        cfg.chat_style,
+        cfg.max_length,
+    )
     model = ctx.trainable_model(head="reward")
     model.config.pad_token_id = tokenizer.pad_token_id
     pad = tokenizer.pad_token_id
@@ -143,7 +108,7 @@ def run_reward_model(ctx: StageContext) -> dict:
         evaluation_sets,
         ctx.dir.plots,
         style=cfg.chat_style,
-        autocast=ctx.recipe.model.precision == "bf16-autocast",
+        autocast=ctx.autocast_on,
         name=cfg.name,
     )
     summary = {
