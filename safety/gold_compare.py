@@ -63,9 +63,9 @@ def answer_suite(args) -> tuple[dict, dict]:
     import torch
 
     from alignment.base_model import load_tokenizer
+    from alignment.data.sources import data_path
     from alignment.model_setup import load_frozen, resolve_init
     from alignment.recipes.schema import ModelConfig
-    from alignment.data.sources import data_path
 
     if len(set(args.models)) < len(args.models):
         raise PaddockError("a model is named twice; give each checkpoint once")

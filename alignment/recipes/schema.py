@@ -305,6 +305,7 @@ class StageConfig:
 
     @classmethod
     def config_subclass(cls, data: dict, path: str) -> type:
+        stage_configs()  # the stage table sets each config's `stage_type`
         kind = data.get("type", getattr(cls, "stage_type", None))
         where = join(path, "type")
         if kind is None:

@@ -17,7 +17,7 @@ from alignment.data.sources import data_path
 from alignment.errors import PaddockError
 from alignment.precision import bf16_autocast
 from alignment.recipes.config import setting
-from alignment.rl.rewards import LazyScorer, load_scorer
+from alignment.rl.rewards import LazyScorer, RewardScorer, load_scorer
 from alignment.runs import StageDir, save_figure, write_json
 from alignment.training.loop import LoopSettings
 
@@ -70,14 +70,17 @@ class StageContext:
     def autocast(self, model):
         return bf16_autocast(model, self.autocast_on)
 
-    def reward_scorer(self, cfg, tokenizer, style: str) -> LazyScorer:
-        """Both reward models `cfg` names (earlier stages or paths) and their combination, loaded on
-        first use; the stage records `scorer.health` in its summary as `rm_health`."""
+    def reward_scorer(self, cfg, tokenizer, style: str, lazy: bool = True) -> LazyScorer | RewardScorer:
+        """Both reward models `cfg` names (earlier stages or paths) and their combination; `lazy`:
+        loaded on first use, so a stage resumed past its scoring never loads them. A stage records
+        `scorer.health` in its summary as `rm_health`."""
         paths = {role: resolve_stage_model(self, getattr(cfg, role)) for role in ("helpful", "safety")}
         what = f"stage {self.stage.name}"
-        return LazyScorer(
-            lambda: load_scorer(self.recipe.model, cfg, paths, tokenizer, style, self.autocast_on, what)
-        )
+
+        def load() -> RewardScorer:
+            return load_scorer(self.recipe.model, cfg, paths, tokenizer, style, self.autocast_on, what)
+
+        return LazyScorer(load) if lazy else load()
 
 
 def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:

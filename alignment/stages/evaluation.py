@@ -64,7 +64,7 @@ def run_evaluation(ctx: StageContext) -> dict:
 
     cfg: EvaluationConfig = ctx.stage
     tokenizer = ctx.tokenizer()
-    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style, lazy=False)
     rows = suite_rows(cfg.gold, data_path)
     autocast = ctx.autocast_on
     results = {}
