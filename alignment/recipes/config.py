@@ -232,6 +232,12 @@ def nested_dataclasses(cls: type) -> list[type]:
     return seen
 
 
+def field_values(cls: type, obj) -> dict[str, Any]:
+    """`obj`'s values of the dataclass `cls`'s fields: how a library's settings are taken from a stage
+    config that inherits them, with no second list of names or defaults."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+
+
 def check_range(value, path: str, low=None, high=None, high_open=False) -> None:
     """`low <= value <= high` (or `< high` when `high_open`); None bounds are unchecked."""
     too_low = low is not None and value < low

@@ -113,19 +113,17 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class LoggingConfig:
-    """Where metrics go besides each stage's `metrics.jsonl`, and how often."""
+    """Where metrics go besides each stage's `metrics.jsonl`, and whether progress bars show."""
 
     report_to: list[Literal["tensorboard", "wandb", "none"]] = setting(
         "Metric sinks in addition to metrics.jsonl: tensorboard, wandb, or [none].",
         default_factory=lambda: ["tensorboard"],
     )
-    log_every: int = setting("Log training metrics every this many optimizer steps.", default=10)
     progress: bool = setting("Show progress bars with rate and ETA.", default=True)
 
     def check_config(self, path: str) -> None:
         if "none" in self.report_to and len(self.report_to) > 1:
             raise RecipeError(f"{join(path, 'report_to')}: 'none' cannot be combined with other sinks", path)
-        check_range(self.log_every, join(path, "log_every"), low=1)
 
 
 @dataclass(kw_only=True)

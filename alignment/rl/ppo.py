@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ from alignment.base_model import kernels
 from alignment.base_model.generation import SamplingConfig, generate_from_tokens
 from alignment.errors import PaddockError
 from alignment.precision import bf16_autocast
+from alignment.recipes.config import setting
 from alignment.rl.functional import (
     RunningMoments,
     clipped_policy_loss,
@@ -50,27 +52,49 @@ from alignment.rl.functional import (
 from alignment.rl.sampler import MergedSampler, can_merge
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PPOSettings:
-    beta: float = 0.01  # KL penalty (paper: 0.01; 0.005 at 34B/70B)
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip: float = 0.2
-    value_clip: float | None = 0.2
-    value_coef: float = 0.5
-    entropy_coef: float = 0.0
-    minibatch_size: int = 64
-    ppo_epochs: int = 1
-    whiten_rewards: str = "batch"  # batch | running | group (per group_of, within the batch) | none
-    whiten_advantages: bool = True
-    max_grad_norm: float = 1.0
-    merged_sampling: bool = True  # roll out from a merged copy of a LoRA policy (rl/sampler.py)
-    # Where the rollout's log-probs (the ratio's denominator and the KL's policy side) come from:
-    # "policy" = a forward pass of the policy over the sampled sequences; "sampler" = the engine's
-    # own, saving that forward, but equal to the policy's only up to the sampling copy's rounding
-    # (bf16 merged weights, cached decoding), so the first minibatch's ratio is 1 only up to it.
-    rollout_logprobs: str = "policy"
+    """The PPO algorithm's settings; the PPO stage's recipe config inherits them (alignment/stages/ppo.py)."""
+
+    beta: float = setting("KL penalty coefficient β (paper: 0.01; 0.005 at 34B/70B).", default=0.01)
+    kl_estimator: Literal["k1", "k3"] = setting(
+        "Per-token KL estimate: k1 = log π − log π0 (as the paper's penalty); k3 is non-negative.",
+        default="k1",
+    )
+    gamma: float = setting(
+        "GAE discount γ (the paper gives none; 1.0: the reward is for the whole answer).", default=1.0
+    )
+    lam: float = setting("GAE λ (our choice: 0.95).", default=0.95)
+    clip: float = setting("PPO ratio clip ε (paper: 0.2).", default=0.2)
+    value_clip: float | None = setting(
+        "Clip of the value update around the rollout's values; null: off.", default=0.2
+    )
+    value_coef: float = setting("Weight of the value loss.", default=0.5)
+    entropy_coef: float = setting("Entropy bonus weight (0: none, as the paper).", default=0.0)
+    minibatch_size: int = setting("Rows per gradient step; one step per minibatch (paper: 64).", default=64)
+    ppo_epochs: int = setting("Passes over each rollout (paper: one step per minibatch, so 1).", default=1)
+    whiten_rewards: Literal["batch", "running", "group", "none"] = setting(
+        "Whitening of logit(Rc): per rollout batch (paper), with running statistics, per prompt "
+        "category within the batch (`group`: helpfulness and safety prompts each on their own, so the "
+        "safety RM's higher scores do not read as advantages while the critic has not learned them), "
+        "or none.",
+        default="batch",
+    )
+    max_grad_norm: float = setting("Gradient clipping, policy and critic each (paper: 1.0).", default=1.0)
+    rollout_logprobs: Literal["policy", "sampler"] = setting(
+        "Where the rollout's log-probs come from: a forward pass of the policy (exact), or the "
+        "generation engine's own (one forward pass fewer per iteration; equal to the policy's only up "
+        "to the bf16 sampling copy's rounding). `sampler` needs temperature 1.",
+        default="policy",
+    )
+    whiten_advantages: bool = setting(
+        "Whiten advantages over the rollout batch before the policy loss.", default=True
+    )
+    merged_sampling: bool = setting(
+        "With LoRA, roll out from a merged bf16 copy of the policy (alignment/rl/sampler.py) rather than "
+        "through the adapters.",
+        default=True,
+    )
 
     def __post_init__(self):
         if self.rollout_logprobs not in ("policy", "sampler"):

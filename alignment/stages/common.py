@@ -67,6 +67,13 @@ class StageContext:
         """Whether matmuls run in bf16 under autocast (`model.precision: bf16-autocast`)."""
         return self.recipe.model.precision == "bf16-autocast"
 
+    def loop_settings(self, cfg) -> LoopSettings:
+        """The fine-tuning loop's settings: `cfg`'s TrainingConfig fields and the run's precision,
+        seed and progress display."""
+        return LoopSettings.from_config(
+            cfg, autocast=self.autocast_on, seed=self.seed, progress=self.recipe.logging.progress
+        )
+
     def autocast(self, model):
         return bf16_autocast(model, self.autocast_on)
 
@@ -169,29 +176,6 @@ def summary(result, source) -> str:
     if source.categories is not None:
         text += f"; kept {len(result.records)} of categories {', '.join(source.categories)}"
     return text
-
-
-def loop_settings(cfg, ctx: StageContext, **overrides) -> LoopSettings:
-    settings = LoopSettings(
-        learning_rate=cfg.learning_rate,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        min_lr_ratio=cfg.min_lr_ratio,
-        max_grad_norm=cfg.max_grad_norm,
-        max_steps=cfg.max_steps,
-        log_every=cfg.log_every,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        autocast=ctx.autocast_on,
-        seed=ctx.seed,
-        progress=ctx.recipe.logging.progress,
-    )
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return settings
 
 
 def gold_eval(ctx: StageContext, model, tokenizer, cfg: GoldEvalConfig | None, when: str) -> dict | None:

@@ -28,8 +28,9 @@ from alignment.answers import answer, sampling_for
 from alignment.data.chat_format import encode_prompt
 from alignment.data.records import category_of
 from alignment.errors import PaddockError
-from alignment.recipes.config import RecipeError, check_range, join, setting
+from alignment.recipes.config import RecipeError, check_range, field_values, join, setting
 from alignment.recipes.schema import StageConfig
+from alignment.rl.ppo import PPOSettings
 from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_json
 from alignment.stages.common import (
@@ -51,7 +52,7 @@ from safety.evaluation import GoldSuiteConfig, gold_rates, suite_rows
 
 
 @dataclass(kw_only=True)
-class PPOConfig(StageConfig):
+class PPOConfig(StageConfig, PPOSettings):
     """PPO against both reward models with Llama 2's reward combination and KL penalty (§3.2.3)."""
 
     reward_models: RewardModelsConfig = setting(
@@ -67,8 +68,6 @@ class PPOConfig(StageConfig):
     iterations: int = setting("PPO iterations (paper: 200-400, with early stopping).", default=200)
     batch_size: int = setting("Prompts rolled out per iteration (paper: 512).", default=512)
     samples_per_prompt: int = setting("Answers sampled per prompt in a rollout.", default=1)
-    minibatch_size: int = setting("Rows per gradient step; one step per minibatch (paper: 64).", default=64)
-    ppo_epochs: int = setting("Passes over each rollout (paper: one step per minibatch, so 1).", default=1)
     critic_warmup: int = setting(
         "Iterations at the start that train the critic only (not in the paper; OpenRLHF's "
         "freezing_actor_steps). A critic that starts from the RM's head on the policy's features "
@@ -82,36 +81,7 @@ class PPOConfig(StageConfig):
     weight_decay: float = setting("AdamW weight decay (paper: 0.1).", default=0.1)
     adam_betas: list[float] = setting("AdamW β1, β2 (paper: 0.9, 0.95).", default_factory=lambda: [0.9, 0.95])
     adam_eps: float = setting("AdamW epsilon (paper: 1e-5).", default=1e-5)
-    max_grad_norm: float = setting("Gradient clipping, policy and critic each (paper: 1.0).", default=1.0)
-    beta: float = setting("KL penalty coefficient β (paper: 0.01; 0.005 at 34B/70B).", default=0.01)
-    kl_estimator: Literal["k1", "k3"] = setting(
-        "Per-token KL estimate: k1 = log π − log π0 (as the paper's penalty); k3 is non-negative.",
-        default="k1",
-    )
-    clip: float = setting("PPO ratio clip ε (paper: 0.2).", default=0.2)
-    value_clip: float | None = setting(
-        "Clip of the value update around the rollout's values; null: off.", default=0.2
-    )
-    value_coef: float = setting("Weight of the value loss.", default=0.5)
-    entropy_coef: float = setting("Entropy bonus weight (0: none, as the paper).", default=0.0)
-    gamma: float = setting(
-        "GAE discount γ (the paper gives none; 1.0: the reward is for the whole answer).", default=1.0
-    )
-    lam: float = setting("GAE λ (our choice: 0.95).", default=0.95)
-    whiten_rewards: Literal["batch", "running", "group", "none"] = setting(
-        "Whitening of logit(Rc): per rollout batch (paper), with running statistics, per prompt "
-        "category within the batch (`group`: helpfulness and safety prompts each on their own, so the "
-        "safety RM's higher scores do not read as advantages while the critic has not learned them), "
-        "or none.",
-        default="batch",
-    )
     temperature: float = setting("Rollout sampling temperature.", default=1.0)
-    rollout_logprobs: Literal["policy", "sampler"] = setting(
-        "Where the rollout's log-probs come from: a forward pass of the policy (exact), or the "
-        "generation engine's own (one forward pass fewer per iteration; equal to the policy's only up "
-        "to the bf16 sampling copy's rounding). `sampler` needs temperature 1.",
-        default="policy",
-    )
     max_new_tokens: int = setting("Answer length cap in rollouts and evals.", default=64)
     max_prompt_tokens: int = setting("Prompts are cut from the left to this many tokens.", default=384)
     chat_style: Literal["template", "llama2"] = setting("Chat format of prompts.", default="template")
@@ -262,7 +232,7 @@ def evaluate_policy(trainer, scorer, tokenizer, sets: dict[str, list[dict]], cfg
 
 def run_ppo(ctx: StageContext) -> dict:
     from alignment.rl.plots import plot_ppo
-    from alignment.rl.ppo import PPOSettings, PPOTrainer, make_optimizer
+    from alignment.rl.ppo import PPOTrainer, make_optimizer
 
     cfg: PPOConfig = ctx.stage
     if cfg.data is None:
@@ -277,21 +247,7 @@ def run_ppo(ctx: StageContext) -> dict:
         is_safety = torch.tensor([category_of(r) == "safety" for r in records])
         return scorer([r.prompt for r in records], texts, is_safety)
 
-    settings = PPOSettings(
-        beta=cfg.beta,
-        kl_estimator=cfg.kl_estimator,
-        gamma=cfg.gamma,
-        lam=cfg.lam,
-        clip=cfg.clip,
-        value_clip=cfg.value_clip,
-        value_coef=cfg.value_coef,
-        entropy_coef=cfg.entropy_coef,
-        minibatch_size=cfg.minibatch_size,
-        ppo_epochs=cfg.ppo_epochs,
-        whiten_rewards=cfg.whiten_rewards,
-        max_grad_norm=cfg.max_grad_norm,
-        rollout_logprobs=cfg.rollout_logprobs,
-    )
+    settings = PPOSettings(**field_values(PPOSettings, cfg))
     sampling = sampling_for(
         tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, n=cfg.samples_per_prompt
     )

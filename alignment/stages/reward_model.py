@@ -16,14 +16,14 @@ from typing import Literal
 from alignment.errors import PaddockError
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig
-from alignment.stages.common import StageContext, finish_stage, load_records, load_source, loop_settings
-from alignment.training.loop import train
+from alignment.stages.common import StageContext, finish_stage, load_records, load_source
+from alignment.training.loop import TrainingConfig, train
 from reward_models.scoring import supports_packing
 from reward_models.training import collate, encode_pairs, quick_accuracy, rm_loss
 
 
 @dataclass(kw_only=True)
-class RewardModelConfig(StageConfig):
+class RewardModelConfig(StageConfig, TrainingConfig):
     """A reward model: scalar head on the SFT model, margin ranking loss (Llama 2 §3.2.2)."""
 
     margin: str | dict = setting(
@@ -33,21 +33,13 @@ class RewardModelConfig(StageConfig):
     )
     learning_rate: float = setting("Peak learning rate (paper: 1e-5; 5e-6 at 70B).", default=1e-5)
     epochs: float = setting("Passes over the pairs (paper: 1; more over-fits).", default=1.0)
-    batch_size: int = setting("Pairs per micro-batch (each is two sequences).", default=8)
-    grad_accum: int = setting("Micro-batches per optimizer step.", default=1)
+    min_warmup_steps: int = setting("Warm up for at least this many steps (paper: 5).", default=5)
+    min_lr_ratio: float = setting("Cosine floor as a share of the peak (paper: 10 %).", default=0.1)
+    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=50)
     max_length: int = setting("Tokens per sequence; long prompts are cut from the left.", default=512)
     chat_style: Literal["template", "llama2"] = setting(
         "Chat format of prompt + response.", default="template"
     )
-    weight_decay: float = setting("AdamW weight decay.", default=0.1)
-    warmup_ratio: float = setting("Warm-up share of steps (paper: 3 %).", default=0.03)
-    min_warmup_steps: int = setting("Warm-up at least this many steps (paper: 5).", default=5)
-    min_lr_ratio: float = setting("Cosine floor as a share of the peak (paper: 10 %).", default=0.1)
-    max_grad_norm: float = setting("Gradient clipping norm.", default=1.0)
-    max_steps: int | None = setting("Stop after this many optimizer steps (quick runs).", default=None)
-    log_every: int = setting("Log metrics every N steps.", default=1)
-    eval_every: int = setting("Held-out accuracy every N steps (0: at the end only).", default=0)
-    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=50)
     eval_pairs: int = setting("Cap on pairs per test set for evaluation (0: all).", default=0)
     packing: bool = setting(
         "Train on each batch's sequences packed into one row without padding (positions and "
@@ -97,7 +89,7 @@ def run_reward_model(ctx: StageContext) -> dict:
         examples,
         lambda batch: collate(batch, pad, packed),
         rm_loss,
-        loop_settings(cfg, ctx, min_warmup_steps=cfg.min_warmup_steps),
+        ctx.loop_settings(cfg),
         ctx.dir,
         evaluate=lambda m: quick_accuracy(m, quick_eval, pad, packed=packed),
         description=f"{ctx.run_name}/{cfg.name}",

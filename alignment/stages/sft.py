@@ -23,32 +23,20 @@ from alignment.stages.common import (
     finish_stage,
     gold_eval,
     load_records,
-    loop_settings,
 )
-from alignment.training.loop import train
+from alignment.training.loop import TrainingConfig, train
 
 
 @dataclass(kw_only=True)
-class FinetuneConfig:
-    """Fine-tuning on dialogues: the SFT stage's settings, reused by stages that end in SFT
-    (rejection sampling's pool, Ghost Attention, context distillation)."""
+class FinetuneConfig(TrainingConfig):
+    """Fine-tuning on dialogues: the loop's settings plus how dialogues become sequences. The SFT
+    stage's settings, reused by stages that end in SFT (rejection sampling's pool, Ghost Attention,
+    context distillation)."""
 
-    learning_rate: float = setting("Peak learning rate (paper: 2e-5).", default=2e-5)
-    epochs: float = setting("Passes over the data (paper: 2); fractions allowed.", default=2.0)
-    batch_size: int = setting("Sequences per micro-batch (paper: 64 of 4096 tokens).", default=8)
-    grad_accum: int = setting("Micro-batches per optimizer step.", default=1)
     max_length: int = setting("Tokens per sequence; longer dialogues are cut.", default=512)
     packing: bool = setting(
         "Concatenate examples (each ends with EOS, the separator) into full-length sequences.", default=False
     )
-    weight_decay: float = setting("AdamW weight decay (paper: 0.1).", default=0.1)
-    warmup_ratio: float = setting("Share of steps spent warming up the LR.", default=0.03)
-    min_lr_ratio: float = setting("Cosine schedule floor as a share of the peak LR.", default=0.0)
-    max_grad_norm: float = setting("Gradient clipping norm.", default=1.0)
-    max_steps: int | None = setting("Stop after this many optimizer steps (quick runs).", default=None)
-    log_every: int = setting("Log metrics every N steps.", default=1)
-    eval_every: int = setting("Held-out loss every N steps (0: at the end only).", default=0)
-    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
 
 
 @dataclass(kw_only=True)
@@ -158,7 +146,7 @@ def finetune(
         train_examples,
         lambda batch: collate(batch, pad),
         lm_loss,
-        loop_settings(cfg, ctx),
+        ctx.loop_settings(cfg),
         stage_dir,
         evaluate=(lambda m: {"loss": token_weighted_loss(m, test_examples, pad)}) if test_examples else None,
         description=f"{ctx.run_name}/{ctx.stage.name}",

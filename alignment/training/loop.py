@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.precision import bf16_autocast
+from alignment.recipes.config import field_values, setting
 from alignment.runs import StageDir
 from alignment.training import sharded
 from alignment.training.checkpoint import (
@@ -41,26 +42,43 @@ from alignment.training.checkpoint import (
 from alignment.training.schedule import cosine_multiplier, warmup_steps
 
 
-@dataclass
-class LoopSettings:
-    learning_rate: float
-    epochs: float
-    batch_size: int
-    grad_accum: int = 1
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
+@dataclass(kw_only=True)
+class TrainingConfig:
+    """The fine-tuning loop's optimiser, schedule and bookkeeping: the recipe fields of every stage that
+    trains on this loop (SFT, reward models, and the fine-tune at the end of rejection sampling, Ghost
+    Attention and context distillation). Defaults are the paper's SFT values; a stage whose paper
+    values differ (the reward model) sets its own defaults."""
+
+    learning_rate: float = setting("Peak learning rate (paper: 2e-5).", default=2e-5)
+    epochs: float = setting("Passes over the data (paper: 2); fractions allowed.", default=2.0)
+    batch_size: int = setting(
+        "Examples per micro-batch (a preference pair counts as one; paper SFT: 64 of 4096 tokens).", default=8
+    )
+    grad_accum: int = setting("Micro-batches per optimizer step.", default=1)
+    weight_decay: float = setting("AdamW weight decay (paper: 0.1).", default=0.1)
+    warmup_ratio: float = setting("Share of steps spent warming up the LR.", default=0.03)
+    min_warmup_steps: int = setting("Warm up for at least this many steps.", default=0)
+    min_lr_ratio: float = setting("Cosine schedule floor as a share of the peak LR.", default=0.0)
+    max_grad_norm: float = setting("Gradient clipping norm.", default=1.0)
+    max_steps: int | None = setting("Stop after this many optimizer steps (quick runs).", default=None)
+    log_every: int = setting("Log metrics every N steps.", default=1)
+    eval_every: int = setting("Held-out evaluation every N steps (0: at the end only).", default=0)
+    checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
+
+
+@dataclass(kw_only=True)
+class LoopSettings(TrainingConfig):
+    """What the loop reads: a stage's TrainingConfig fields (`from_config`) plus what the run decides."""
+
+    betas: tuple[float, float] = (0.9, 0.95)  # the paper's AdamW betas and epsilon
     adam_eps: float = 1e-5
-    warmup_ratio: float = 0.03
-    min_warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None
-    log_every: int = 1
-    eval_every: int = 0  # 0: only at the end
-    checkpoint_every: int = 50
-    autocast: bool = False
+    autocast: bool = False  # bf16 autocast (the recipe's model.precision)
     seed: int = 0
     progress: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: TrainingConfig, **run) -> LoopSettings:
+        return cls(**field_values(TrainingConfig, cfg), **run)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
