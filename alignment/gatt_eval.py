@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment.gym.graders import failed_checks, grade_helpfulness
+from alignment.plotting import figure, save_plot
 from alignment.recipes.config import check_range, join, setting
-from alignment.runs import save_figure
 
 
 @dataclass(kw_only=True)
@@ -318,12 +318,7 @@ def adherence_table(before: dict | None, after: dict | None) -> str:
 
 def plot_adherence(before: dict | None, after: dict | None, path: Path, title: str = "") -> None:
     """Adherence rate by turn (solid), helpfulness (dashed), before and after; n per turn on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = figure(figsize=(7, 4))
     for label, result, color in (("before", before, "tab:gray"), ("after", after, "tab:blue")):
         rows = (result or {}).get("by_turn", [])
         if not rows:
@@ -344,7 +339,4 @@ def plot_adherence(before: dict | None, after: dict | None, path: Path, title: s
     ax.set_title(title or "Ghost Attention: system-instruction adherence by turn")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)

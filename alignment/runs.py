@@ -26,15 +26,6 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_figure(fig, path, **kwargs) -> None:
-    """A matplotlib figure to a temp name, then renamed: a run killed mid-save leaves no torn PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # not *.png, so a leftover is never listed as a plot
-    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -76,7 +76,7 @@ from alignment.rl.ppo import (
     make_optimizer,
     policy_parameters,
 )
-from alignment.rl.rewards import RewardScorer
+from safety.rewards import RewardScorer
 
 from common import BareLinears, RssSampler, alternate, fastest, machine, median, print_summary, print_table
 

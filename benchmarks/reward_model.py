@@ -24,6 +24,7 @@ per-step time. Peak memory: each contender alone in a fresh subprocess, resident
 its level before the measured step (after a first full step, so optimizer state is already in
 the baseline).
 
+    pip install -e '.[bench]'   # TRL: the only user of it in the project
     python benchmarks/reward_model.py [--rounds 3] [--steps 4] [--warmup 2] [--batch 8] [--padded]
 
 `--padded` runs Paddock on right-padded batches instead (the stage's `packing: false`). On a
@@ -128,7 +129,11 @@ class PaddockContender:
 def trl_trainer(path, pairs, args, max_steps: int, callbacks, output_dir: str, score_weight=None):
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
-    from trl import RewardConfig, RewardTrainer
+
+    try:
+        from trl import RewardConfig, RewardTrainer
+    except ImportError:
+        raise SystemExit("this benchmark needs TRL: pip install -e '.[bench]'") from None
 
     tokenizer = load_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(

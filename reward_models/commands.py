@@ -98,7 +98,7 @@ def cmd_compare(args) -> None:
 
 def cmd_thresholds(args) -> None:
     from alignment.errors import PaddockError
-    from safety.thresholds import describe, evaluate_thresholds
+    from reward_models.thresholds import describe, evaluate_thresholds
 
     scored = _scored(args)
     pairs = [p for ps, _, _ in scored.values() for p in ps]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import html
 import json
-import math
 import random
 import re
 from collections import Counter
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment.errors import PaddockError
+from alignment.stats import mcnemar_exact
 from reward_models.evaluation import RATINGS, score_test_sets, summarize, write_plots
 
 
@@ -153,16 +153,6 @@ def agreement_matrix(prefs: dict[str, np.ndarray]) -> dict[str, dict[str, float]
         a: {b: float(np.mean(pa == pb)) if len(pa) else None for b, pb in prefs.items()}
         for a, pa in prefs.items()
     }
-
-
-def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: under "equally accurate", each of the n = only_a + only_b
-    discordant pairs is A's win with probability 1/2, so p = 2 P(Bin(n, 1/2) <= min), capped at 1."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 WITH_PREFERENCE = "with a preference"

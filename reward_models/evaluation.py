@@ -22,7 +22,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,25 +29,13 @@ import numpy as np
 
 from alignment.data.records import Category, PreferencePair, Rating
 from alignment.gym.graders import grade_helpfulness
+from alignment.stats import wilson_interval
 from reward_models.health import ScoreHealth
 
 RATINGS = [r.value for r in Rating]
 CATEGORIES = [c.value for c in Category]
 ALWAYS_REPORTED = ("helpfulness", "safety")  # the paper's two; `other` only where the data has it
 CALIBRATION_BINS = 10
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % (z = 1.96) Wilson score interval for k successes in n trials; (0, 1) when n = 0.
-
-    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 % and 100 %."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def cell(correct: Sequence[bool]) -> dict:

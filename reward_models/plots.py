@@ -12,11 +12,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from alignment.runs import save_figure
+from alignment.plotting import save_plot
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    save_figure(fig, path, dpi=100, bbox_inches="tight")  # makes the directory
+    save_plot(fig, path)
     return Path(path)
 
 

@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 
 from alignment.errors import PaddockError
-from reward_models.compare import mcnemar_exact
-from reward_models.evaluation import wilson_interval
+from alignment.stats import mcnemar_exact, wilson_interval
 from safety.evaluation import RATE_NAMES, GoldSuiteConfig, evaluate_gold, gold_rates, grade, suite_rows
 
 GOOD_WHEN_HIGH = {"helpful": True, "safety": False, "borderline": False}
@@ -142,7 +141,7 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
     better), and helpful correctness, each rate with its 95 % Wilson interval, one point per model."""
     from matplotlib.figure import Figure
 
-    from alignment.runs import save_figure
+    from alignment.plotting import save_plot
 
     def point(rates: dict, rate: str) -> tuple[float, list[list[float]]]:
         """The rate and its interval as matplotlib's [[below], [above]] error."""
@@ -173,8 +172,7 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
     helpful.set_yticks(range(len(names)), names, fontsize=7)
     helpful.invert_yaxis()
     helpful.set_xlabel("helpful correct")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    save_plot(fig, path)
     return Path(path)
 
 

@@ -3,7 +3,7 @@
 Why: Llama 2 trains two reward models and PPO needs one scalar per response. The paper takes the
 safety score when the prompt is a safety prompt, or when the safety RM thinks the response is unsafe
 (σ(safety score) < 0.15, the threshold that gave precision 0.89 / recall 0.55 on Meta Safety; see
-`safety.thresholds` to pick it for another RM), and the helpfulness score otherwise:
+`reward_models.thresholds` to pick it for another RM), and the helpfulness score otherwise:
 
     Rc = Rs if is_safety(prompt) or Rs < 0.15 else Rh,     R̃c = whiten(logit(Rc)),
 

@@ -410,7 +410,7 @@ def test_rm_evaluation_reports_collapsed_scores(tmp_path, monkeypatch, capsys):
 def test_rl_scorer_flags_exploding_scores_in_the_stage_summary(rl_run, tmp_path, monkeypatch, capsys):
     """Rejection sampling scores its samples with both RMs; the safety RM is made to explode."""
     from alignment.pipeline import run_recipe
-    from alignment.rl import rewards
+    from safety import rewards
 
     shutil.copytree(rl_run / "runs", tmp_path / "runs")
     shutil.rmtree(tmp_path / "runs/tiny/rejection_sampling")
@@ -469,7 +469,7 @@ def test_a_figure_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from alignment.runs import save_figure
+    from alignment.plotting import save_figure
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])

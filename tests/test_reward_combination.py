@@ -111,7 +111,7 @@ def test_reward_scorer_applies_the_safety_cap(smollm2_tokenizer):
     logits 5 and 0 (σ = 0.9933, 0.5), cap 0.9 gives Rc = [0.9, 0.5], reward = logit = [ln 9, 0]."""
     from types import SimpleNamespace
 
-    from alignment.rl.rewards import RewardScorer
+    from safety.rewards import RewardScorer
 
     class FixedScores:
         def __init__(self, values):

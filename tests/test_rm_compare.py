@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from alignment.errors import PaddockError
+from alignment.stats import mcnemar_exact
 from reward_models.commands import add_commands
 from reward_models.compare import (
     DataSpec,
     agreement_matrix,
     load_reward_model,
-    mcnemar_exact,
     paired_tests,
     preferences,
     rm_names,

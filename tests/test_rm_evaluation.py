@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from alignment.data.records import Category, PreferencePair, Rating
+from alignment.stats import wilson_interval
 from reward_models.evaluation import (
     RATINGS,
     calibration,
     evaluate_scores,
     gold_agreement,
     summarize,
-    wilson_interval,
     write_plots,
 )
 

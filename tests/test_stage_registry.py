@@ -131,7 +131,7 @@ LIBRARIES = [
     "alignment/gym",
     "reward_models",
     "safety",
-]
+]  # alignment's five first: the layer test below slices them
 UPPER = ("alignment.stages", "alignment.pipeline", "alignment.cli", "alignment.demo", "alignment.report")
 
 
@@ -160,6 +160,13 @@ def upward_imports(root: Path = REPO, libraries=LIBRARIES, upper=UPPER) -> list[
 
 def test_libraries_import_nothing_from_the_stages_pipeline_or_cli():
     assert upward_imports() == []
+
+
+def test_the_libraries_form_layers_without_a_package_loop():
+    """alignment's own libraries, then reward_models (training and judging RMs), then safety (which
+    scores with the RMs): each imports only the layers below it."""
+    assert upward_imports(libraries=LIBRARIES[:5], upper=("reward_models", "safety")) == []
+    assert upward_imports(libraries=["reward_models"], upper=("safety",)) == []
 
 
 def test_the_layering_check_catches_an_upward_import(tmp_path):

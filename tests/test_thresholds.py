@@ -8,7 +8,7 @@ import math
 import pytest
 
 from alignment.data.records import Category, PreferencePair
-from safety.thresholds import (
+from reward_models.thresholds import (
     GRID,
     curve,
     evaluate_thresholds,

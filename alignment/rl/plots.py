@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignment.runs import save_figure
+from alignment.plotting import figure, save_plot
 
 PANELS = (
     ("reward", ("reward", "reward_helpful", "reward_safety")),
@@ -23,14 +23,8 @@ GOLD = (
 
 
 def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots.mkdir(parents=True, exist_ok=True)
     written = []
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = figure(2, 3, figsize=(13, 7))
     on_kind = sorted({k for r in rows for k in r if k.startswith("reward_on_")})
     for ax, (title, keys) in zip(axes.flat, PANELS, strict=True):
         if title == "reward":  # the batch mean moves with the prompt mix; per kind it does not
@@ -44,13 +38,10 @@ def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> li
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, plots / "ppo_training.png", dpi=90)
-    plt.close(fig)
-    written.append(plots / "ppo_training.png")
+    written.append(save_plot(fig, plots / "ppo_training.png", dpi=90, root=root))
 
     if evals:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = figure(figsize=(7, 4.5))
         steps = [e["iteration"] for e in evals]
         ax.plot(steps, [e.get("proxy_reward") for e in evals], "k-o", label="proxy reward (held-out, RMs)")
         ax.set_xlabel("iteration")
@@ -66,8 +57,5 @@ def plot_ppo(rows: list[dict], evals: list[dict], plots: Path, root: Path) -> li
         ax.legend(handles, labels, fontsize=8, loc="best")
         ax.set_title("Held-out proxy reward vs gold graders")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        save_figure(fig, plots / "gold_vs_proxy.png", dpi=90)
-        plt.close(fig)
-        written.append(plots / "gold_vs_proxy.png")
-    return [str(p.relative_to(root)) for p in written]
+        written.append(save_plot(fig, plots / "gold_vs_proxy.png", dpi=90, root=root))
+    return written

@@ -1,5 +1,6 @@
 """What every stage runner shares: its context (recipe, directories, model to start from), data
-loading with mixtures and prompt-disjoint splits, gold-grader evaluation, and the finishing steps."""
+loading with mixtures and prompt-disjoint splits, the gold suite before and after, and the finishing
+steps."""
 
 from __future__ import annotations
 
@@ -15,21 +16,12 @@ from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_source
 from alignment.data.records import category_of
 from alignment.data.sources import data_path
 from alignment.errors import PaddockError
+from alignment.plotting import figure, save_plot
 from alignment.precision import bf16_autocast
-from alignment.recipes.config import setting
-from alignment.rl.rewards import LazyScorer, RewardScorer, load_scorer
-from alignment.runs import StageDir, save_figure, write_json
+from alignment.runs import StageDir, write_json
 from alignment.training.loop import LoopSettings
-
-
-@dataclass
-class GoldEvalConfig:
-    """Greedy answers to gym prompts, scored by the gym's gold graders."""
-
-    prompts: str = setting("RL-prompt JSONL with gold metadata.", default="data/gym/rl_prompts_test.jsonl")
-    category: str = setting("Only prompts of this category (helpfulness or safety).", default="helpfulness")
-    n_prompts: int = setting("How many prompts (the first N of the file).", default=64)
-    max_new_tokens: int = setting("Answer length cap.", default=64)
+from safety.evaluation import evaluate_gold, suite_rows
+from safety.rewards import LazyScorer, RewardScorer, load_scorer
 
 
 @dataclass
@@ -178,61 +170,12 @@ def summary(result, source) -> str:
     return text
 
 
-def gold_eval(ctx: StageContext, model, tokenizer, cfg: GoldEvalConfig | None, when: str) -> dict | None:
-    """Score greedy answers with the gym's gold graders. Cached in the stage dir, so a resumed
-    stage reports the same "before" figures as an uninterrupted one."""
-    if cfg is None:
-        return None
-    cache = ctx.dir.root / f"gold_{when}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    from alignment.base_model.generation import SamplingConfig, generate_from_tokens
-    from alignment.data.chat_format import encode_prompt
-    from alignment.gym.graders import gold_score
-
-    rows = [json.loads(line) for line in data_path(cfg.prompts).read_text().splitlines() if line.strip()]
-    rows = [row for row in rows if row.get("category") == cfg.category][: cfg.n_prompts]
-    style = getattr(ctx.stage, "chat_style", "template")
-    prompts = [encode_prompt(row["prompt"], tokenizer, style=style) for row in rows]
-    sampling = SamplingConfig(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=0,
-        eos_token_ids=(tokenizer.eos_token_id,),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model.eval()
-    answers = []
-    with ctx.autocast(model):
-        for start in range(0, len(prompts), 32):
-            out = generate_from_tokens(model, prompts[start : start + 32], sampling)
-            answers += [
-                tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-                for r, m in zip(out.responses, out.response_mask, strict=True)
-            ]
-    scores = [gold_score(row, answer) for row, answer in zip(rows, answers, strict=True)]
-    result = {
-        "score": sum(scores) / max(len(scores), 1),
-        "n": len(scores),
-        "examples": [
-            {"prompt": r["prompt"][-1]["content"], "answer": a, "score": s}
-            for r, a, s in list(zip(rows, answers, scores, strict=True))[:5]
-        ],
-    }
-    write_json(cache, result)
-    return result
-
-
 def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
     """A PNG per metric family (training loss with held-out loss on the same axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = ctx.dir.metrics.rows()
     if not rows:
         return []
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     for key in keys:
         points = [(r["step"], r[key]) for r in rows if key in r]
         if points:
@@ -242,12 +185,7 @@ def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:
     ax.set_title(f"{ctx.run_name} / {ctx.stage.name}")
     ax.legend()
     ax.grid(alpha=0.3)
-    ctx.dir.plots.mkdir(parents=True, exist_ok=True)
-    path = ctx.dir.plots / "loss.png"
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return [str(path.relative_to(ctx.dir.root))]
+    return [save_plot(fig, ctx.dir.plots / "loss.png", root=ctx.dir.root)]
 
 
 def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=("loss", "eval_loss")) -> dict:
@@ -271,23 +209,24 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
     return summary
 
 
-def cached_gold_suite(ctx, model, tokenizer, rows, when: str, autocast: bool) -> dict | None:
-    """The gold suite (safety/evaluation.py) on `rows`, cached in the stage dir so a resumed stage
-    reports the same 'before' as an uninterrupted one."""
-    if rows is None:
+def cached_gold_suite(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
+    """The stage's `gold` suite (safety/evaluation.py) answered by `model`, or None without one;
+    cached in the stage dir as gold_<when>.json, so a resumed stage reports the same "before" as an
+    uninterrupted one."""
+    cfg = ctx.stage.gold
+    if cfg is None:
         return None
     cache = ctx.dir.root / f"gold_{when}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from safety.evaluation import evaluate_gold
-
+    rows = suite_rows(cfg, data_path)
     rates, texts = evaluate_gold(
         model,
         tokenizer,
         rows,
-        ctx.stage.gold.max_new_tokens,
+        cfg.max_new_tokens,
         ctx.stage.chat_style,
-        autocast,
+        ctx.autocast_on,
         progress=ctx.recipe.logging.progress,
     )
     result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}

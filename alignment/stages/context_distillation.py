@@ -28,22 +28,22 @@ from typing import Literal
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Dialogue
 from alignment.errors import PaddockError
+from alignment.plotting import figure, save_plot
 from alignment.recipes.config import RecipeError, check_range, join, setting
 from alignment.recipes.schema import StageConfig
-from alignment.rl.rewards import RewardModelsConfig, load_reward_model, rm_scores
-from alignment.runs import save_figure, write_atomic, write_json
+from alignment.runs import write_atomic, write_json
 from alignment.stages.common import (
     StageContext,
     cached_gold_suite,
-    data_path,
     finish_stage,
     load_records,
     resolve_stage_model,
 )
 from alignment.stages.sft import FinetuneConfig, finetune
 from safety.distillation import keep_reasons, risk_category, select_prompts, table_report
-from safety.evaluation import GoldSuiteConfig, suite_rows
+from safety.evaluation import GoldSuiteConfig
 from safety.preprompts import ANSWER_TEMPLATES, DEFAULT_ADJECTIVES, apply_preprompt, distillation_preprompt
+from safety.rewards import RewardModelsConfig, load_reward_model, rm_scores
 
 
 @dataclass(kw_only=True)
@@ -230,14 +230,9 @@ def build_table(ctx, model, tokenizer, records: list) -> list[dict]:
 
 
 def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(by_category)
     shares = [by_category[c]["share"] for c in names]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = figure(figsize=(7, 4))
     bars = ax.bar(range(len(names)), shares, color="tab:green")
     for bar, c in zip(bars, names, strict=True):
         cell = by_category[c]
@@ -253,12 +248,7 @@ def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
     ax.set_ylabel("share of distilled answers kept")
     ax.set_title("Distilled answers the safety RM scored above the plain ones", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    ctx.dir.plots.mkdir(parents=True, exist_ok=True)
-    path = ctx.dir.plots / "kept_by_category.png"
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return [str(path.relative_to(ctx.dir.root))]
+    return [save_plot(fig, ctx.dir.plots / "kept_by_category.png", root=ctx.dir.root)]
 
 
 def run_context_distillation(ctx: StageContext) -> dict:
@@ -274,9 +264,7 @@ def run_context_distillation(ctx: StageContext) -> dict:
             "only adversarial (safety) prompts"
         )
     model = ctx.trainable_model()
-    autocast = ctx.autocast_on
-    gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
-    gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
+    gold_before = cached_gold_suite(ctx, model, tokenizer, "before")
     rows = build_table(ctx, model, tokenizer, records)
     report = table_report(rows)
     print(
@@ -296,7 +284,7 @@ def run_context_distillation(ctx: StageContext) -> dict:
     else:
         print(f"[{cfg.name}] no distilled answer beat the plain one: the model is saved unchanged")
         fit = None
-    gold_after = cached_gold_suite(ctx, model, tokenizer, gold_rows, "after", autocast)
+    gold_after = cached_gold_suite(ctx, model, tokenizer, "after")
     summary = {
         "data": data_report,
         **report,

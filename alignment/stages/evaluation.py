@@ -13,12 +13,13 @@ from typing import Literal
 
 from alignment import distributed
 from alignment.errors import PaddockError
+from alignment.plotting import save_plot
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig
-from alignment.rl.rewards import RewardModelsConfig
-from alignment.runs import save_figure, write_atomic, write_json
+from alignment.runs import write_atomic, write_json
 from alignment.stages.common import StageContext, data_path
 from safety.evaluation import GoldSuiteConfig, suite_rows
+from safety.rewards import RewardModelsConfig
 
 POLICY_STAGES = ("sft", "rejection_sampling", "ppo", "gatt", "context_distillation")
 
@@ -105,7 +106,6 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
 
     from matplotlib.figure import Figure
 
-    plots_dir.mkdir(parents=True, exist_ok=True)
     names = list(results)
     written = []
 
@@ -124,7 +124,7 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     written.append(plots_dir / "rates_by_stage.png")
-    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
+    save_plot(fig, written[-1])
 
     fig = Figure(figsize=(10, 4))
     for i, rm in enumerate(("helpful", "safety")):
@@ -134,7 +134,7 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
         ax.set_title(f"{rm} RM scores of the answers")
         ax.grid(alpha=0.3)
     written.append(plots_dir / "rm_scores_by_stage.png")
-    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
+    save_plot(fig, written[-1])
 
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
@@ -152,5 +152,5 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     written.append(plots_dir / "helpful_vs_safety.png")
-    save_figure(fig, written[-1], dpi=100, bbox_inches="tight")
+    save_plot(fig, written[-1])
     return written

@@ -52,11 +52,11 @@ from alignment.gym.gatt import SLOT
 from alignment.gym.graders import check_instruction
 from alignment.recipes.config import RecipeError, check_range, join, setting
 from alignment.recipes.schema import StageConfig
-from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_atomic, write_json
 from alignment.stages.common import StageContext, data_path, finish_stage, load_records
 from alignment.stages.sft import FinetuneConfig, finetune
 from alignment.training.checkpoint import load_trainable, save_file_atomic, trainable_state
+from safety.rewards import RewardModelsConfig
 
 SEPARATOR = "\n\n"  # between a user turn and the instruction appended to it
 

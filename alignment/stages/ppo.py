@@ -31,7 +31,6 @@ from alignment.errors import PaddockError
 from alignment.recipes.config import RecipeError, check_range, field_values, join, setting
 from alignment.recipes.schema import StageConfig
 from alignment.rl.ppo import PPOSettings
-from alignment.rl.rewards import RewardModelsConfig
 from alignment.runs import write_json
 from alignment.stages.common import (
     StageContext,
@@ -49,6 +48,7 @@ from alignment.training.checkpoint import (
 )
 from alignment.training.guards import at_step
 from safety.evaluation import GoldSuiteConfig, gold_rates, suite_rows
+from safety.rewards import RewardModelsConfig
 
 
 @dataclass(kw_only=True)

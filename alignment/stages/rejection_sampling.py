@@ -25,20 +25,20 @@ from alignment.answers import answer, sampling_for
 from alignment.data.mixtures import prompt_key
 from alignment.data.records import Dialogue, category_of
 from alignment.errors import PaddockError
+from alignment.plotting import figure, save_plot
 from alignment.recipes.config import RecipeError, check_range, join, setting
 from alignment.recipes.schema import StageConfig
-from alignment.rl.rewards import RewardModelsConfig
-from alignment.runs import StageDir, save_figure, write_atomic, write_json
+from alignment.runs import StageDir, write_atomic, write_json
 from alignment.stages.common import (
     StageContext,
     cached_gold_suite,
-    data_path,
     finish_stage,
     load_records,
 )
 from alignment.stages.sft import FinetuneConfig, finetune
 from alignment.training.checkpoint import load_trainable, save_file_atomic, trainable_state
-from safety.evaluation import GoldSuiteConfig, suite_rows
+from safety.evaluation import GoldSuiteConfig
+from safety.rewards import RewardModelsConfig
 
 
 @dataclass(kw_only=True)
@@ -344,12 +344,7 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
 
 
 def plot_curves(ctx, reports: list[dict]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     for report in reports:
         curve = report["best_vs_median"]
         line = ax.plot(curve["n"], curve["best"], marker="o", label=f"iter {report['iteration']}: best of N")
@@ -365,12 +360,7 @@ def plot_curves(ctx, reports: list[dict]) -> list[str]:
     ax.set_title("Rejection sampling: best vs median reward as N grows")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ctx.dir.plots.mkdir(parents=True, exist_ok=True)
-    path = ctx.dir.plots / "best_vs_median.png"
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return [str(path.relative_to(ctx.dir.root))]
+    return [save_plot(fig, ctx.dir.plots / "best_vs_median.png", root=ctx.dir.root)]
 
 
 def run_rejection_sampling(ctx: StageContext) -> dict:
@@ -381,9 +371,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
     prompts, _, data_report = load_records(ctx, kind="rl_prompts")
     model = ctx.trainable_model()
     scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
-    autocast = ctx.autocast_on
-    gold_rows = suite_rows(cfg.gold, data_path) if cfg.gold else None
-    gold_before = cached_gold_suite(ctx, model, tokenizer, gold_rows, "before", autocast)
+    gold_before = cached_gold_suite(ctx, model, tokenizer, "before")
     temperature, sweep = choose_temperature(ctx, model, tokenizer, scorer, prompts, 1)
     pool: dict[str, dict] = {}
     reports = []
@@ -399,7 +387,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
             {"step": iteration, **{k: v for k, v in report.items() if isinstance(v, int | float)}}
         )
         reports.append(report)
-    gold_after = cached_gold_suite(ctx, model, tokenizer, gold_rows, "after", autocast)
+    gold_after = cached_gold_suite(ctx, model, tokenizer, "after")
     summary = {
         "data": data_report,
         "iterations": reports,

@@ -18,13 +18,13 @@ from alignment.errors import PaddockError
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig
 from alignment.stages.common import (
-    GoldEvalConfig,
     StageContext,
+    cached_gold_suite,
     finish_stage,
-    gold_eval,
     load_records,
 )
 from alignment.training.loop import TrainingConfig, train
+from safety.evaluation import GoldSuiteConfig
 
 
 @dataclass(kw_only=True)
@@ -47,8 +47,9 @@ class SFTConfig(StageConfig, FinetuneConfig):
         "`template`: the tokenizer's chat template; `llama2`: [INST] / <<SYS>> format.", default="template"
     )
     eval_examples: int = setting("Held-out examples used for the eval loss (the first N).", default=64)
-    gold_eval: GoldEvalConfig | None = setting(
-        "Generate answers for gym prompts before and after training and score them with the gold graders.",
+    gold: GoldSuiteConfig | None = setting(
+        "Gold-grader evaluation on held-out gym prompts before and after training (helpful correct, "
+        "unsafe compliance, false refusal; set a kind's count to 0 to skip it).",
         default=None,
     )
 
@@ -166,7 +167,7 @@ def run_sft(ctx: StageContext) -> dict:
     tokenizer = ctx.tokenizer()
     train_rows, test_rows, data_report = load_records(ctx, kind="dialogues")
     model = ctx.trainable_model()
-    gold_before = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "before")
+    gold_before = cached_gold_suite(ctx, model, tokenizer, "before")
     result = finetune(
         ctx,
         model,
@@ -177,6 +178,6 @@ def run_sft(ctx: StageContext) -> dict:
         style=cfg.chat_style,
         eval_examples=cfg.eval_examples,
     )
-    gold_after = gold_eval(ctx, model, tokenizer, cfg.gold_eval, "after")
+    gold_after = cached_gold_suite(ctx, model, tokenizer, "after")
     summary = {**result, "data": data_report, "gold_before": gold_before, "gold_after": gold_after}
     return finish_stage(ctx, model, tokenizer, summary)

@@ -2,7 +2,7 @@
 
 Why: users of `evaluate` can drop RM accuracy and safety flagging into their own evaluation loops
 (`metric.add_batch(...)` across batches, then `compute()`), while the numbers stay those of
-`reward_models.evaluation` and `safety.thresholds`, which the metric scripts call.
+`reward_models.evaluation` and `reward_models.thresholds`, which the metric scripts call.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 the rule Llama 2's PPO uses with threshold 0.15 (paper: precision 0.89, recall 0.55 on Meta Safety).
 
 Inputs: `scores` (raw safety-RM rewards) and `unsafe` (bool labels); `threshold` is a compute
-argument (default 0.15). Same numbers as `safety.thresholds.flag_stats`.
+argument (default 0.15). Same numbers as `reward_models.thresholds.flag_stats`.
 """
 
 import datasets
 import evaluate
 
-from safety.thresholds import PAPER_THRESHOLD, flag_stats
+from reward_models.thresholds import PAPER_THRESHOLD, flag_stats
 
 _DESCRIPTION = __doc__
 _KWARGS_DESCRIPTION = """
