@@ -11,18 +11,7 @@ import pytest
 import yaml
 
 from alignment.data.chat_format import IGNORE_INDEX, encode_dialogue, encode_prompt
-from alignment.gatt_eval import (
-    adherence_by_turn,
-    adherence_table,
-    converse,
-    evaluate_adherence,
-    score_turns,
-    select_dialogues,
-    user_turns,
-)
-from alignment.gym.gatt import SLOT
-from alignment.gym.graders import check_instruction
-from alignment.stages.gatt import (
+from alignment.gatt.dialogues import (
     SEPARATOR,
     instruction_pools,
     pick,
@@ -32,6 +21,17 @@ from alignment.stages.gatt import (
     training_examples,
     with_instruction_on_every_turn,
 )
+from alignment.gatt.evaluation import (
+    adherence_by_turn,
+    adherence_table,
+    converse,
+    evaluate_adherence,
+    score_turns,
+    select_dialogues,
+    user_turns,
+)
+from alignment.gym.gatt_instructions import SLOT
+from alignment.gym.graders import check_instruction
 from tests.conftest import discard_once_passed
 from tests.test_pipeline import REPO, metrics, paddock, tiny_checkpoint  # noqa: F401  (fixture)
 

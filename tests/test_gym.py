@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alignment.data.records import PreferencePair, Rating
-from alignment.gym import gatt, graders, safety_prompts
+from alignment.gym import gatt_instructions, graders, safety_prompts
 from alignment.gym.generator import build, generate_gym, main
 from alignment.gym.graders import (
     check_instruction,
@@ -510,11 +510,16 @@ def test_combined_instruction_reports_each_broken_check():
 def test_instruction_set_follows_the_slot_rules():
     import random
 
-    for instruction in gatt.build_instructions(random.Random(3)):
-        slots = [gatt.SLOT[c["kind"]] for c in instruction["checks"]]
+    for instruction in gatt_instructions.build_instructions(random.Random(3)):
+        slots = [gatt_instructions.SLOT[c["kind"]] for c in instruction["checks"]]
         assert len(set(slots)) == len(slots)
         assert set(instruction["kinds"]) != {"starts_with", "bullets"}
-        held = any(v in gatt.HELD_OUT for c in instruction["checks"] for k, v in c.items() if k != "kind")
+        held = any(
+            v in gatt_instructions.HELD_OUT
+            for c in instruction["checks"]
+            for k, v in c.items()
+            if k != "kind"
+        )
         if held:
             assert instruction["split"] == "test"
 

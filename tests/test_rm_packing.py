@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
-from alignment.base_model import modeling
-from alignment.base_model.modeling import Packing, PaddockLlamaForReward, length_groups
+from alignment.base_model import packing
+from alignment.base_model.modeling import PaddockLlamaForReward
+from alignment.base_model.packing import Packing, length_groups
 from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.losses import margin_ranking_loss
 from reward_models.scoring import pack_pairs, pair_batch, rewards, supports_packing
@@ -44,12 +45,12 @@ def loss_and_grads(model, batch):
     return loss.detach(), stats, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("overhead", [modeling.GROUP_OVERHEAD, 0.0, 1e12], ids=["default", "many", "one"])
+@pytest.mark.parametrize("overhead", [packing.GROUP_OVERHEAD, 0.0, 1e12], ids=["default", "many", "one"])
 @pytest.mark.parametrize("kv_heads", [1, 2, 4], ids=["mqa", "gqa", "mha"])
 def test_packed_batch_gives_the_padded_rewards_loss_and_gradients(monkeypatch, overhead, kv_heads):
     """fp32: the packed path (one row, positions restarting per sequence, attention per sequence,
     any number of length groups) equals the right-padded batch to float rounding."""
-    monkeypatch.setattr(modeling, "GROUP_OVERHEAD", overhead)
+    monkeypatch.setattr(packing, "GROUP_OVERHEAD", overhead)
     model = tiny_reward_model(num_key_value_heads=kv_heads)
     padded, packed = collate(examples(), 0), collate(examples(), 0, packed=True)
     assert packed["input_ids"].shape == (1, sum(c + r for c, r in LENGTHS))

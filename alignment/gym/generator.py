@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 
 from alignment.data.records import Category
-from alignment.gym import borderline, gatt, safety_prompts
+from alignment.gym import borderline, gatt_instructions, safety_prompts
 from alignment.gym.card import write_card
 from alignment.gym.rows import (
     HELPFULNESS_PAIRS,
@@ -159,7 +159,7 @@ def build(seed: int = 0) -> dict[str, list[dict]]:
 
     seen: set = set()
     topics, items = _held_out(rng("splits"))
-    instructions = gatt.build_instructions(rng("gatt_instructions"))
+    instructions = gatt_instructions.build_instructions(rng("gatt_instructions"))
     out: dict[str, list[dict]] = {"gatt_instructions.jsonl": instructions}
     for split, index in (("train", 0), ("test", 1)):
         pools = {

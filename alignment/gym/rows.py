@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from alignment.data.records import Category, PreferencePair, Rating
-from alignment.gym import borderline, gatt, safety_prompts
+from alignment.gym import borderline, gatt_instructions, safety_prompts
 from alignment.gym.graders import check_instruction, grade_helpfulness
 from alignment.gym.tasks import Task, draw_task, follow_up, render, respond
 
@@ -356,7 +356,7 @@ def gatt_turn(rng: random.Random, seen: set, instruction: dict) -> tuple[Task, s
     """A fresh task and a correct answer to it that follows the instruction."""
     for _ in range(200):
         task = draw_task(rng, seen)
-        answer = gatt.compliant_answer(task, instruction, rng)
+        answer = gatt_instructions.compliant_answer(task, instruction, rng)
         if check_instruction(instruction, answer) and grade_helpfulness(task, answer):
             return task, answer
     raise RuntimeError(f"no compliant answer found for {instruction['id']}")
