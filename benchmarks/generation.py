@@ -1,9 +1,8 @@
 """Best-of-K sampling throughput: Paddock's engine vs transformers `generate` on SmolLM2-135M.
 
-The rejection-sampling workload of DESIGN.md §8: 16 prompts (~64 tokens each in DESIGN.md, 72 with
-the chat template here) x 8 samples, 64 new tokens, temperature 1.0, no top-k/top-p cut, EOS stops a
-row. Both sides get the same model weights, prompts and precision. Throughput counts generated
-tokens up to and including EOS.
+The rejection-sampling workload: 16 prompts (72 tokens each with the chat template) x 8 samples,
+64 new tokens, temperature 1.0, no top-k/top-p cut, EOS stops a row. Both sides get the same model
+weights, prompts and precision. Throughput counts generated tokens up to and including EOS.
 
     python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile]
 

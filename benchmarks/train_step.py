@@ -1,7 +1,7 @@
 """Training-step throughput and peak memory: Paddock's model vs transformers' LlamaForCausalLM.
 
 One step = forward + backward of the causal-LM loss on a batch of 8 x 256 tokens of SmolLM2-135M,
-fp32 master weights under bf16 autocast (DESIGN.md §8). Speed: the two contenders alternate in one
+fp32 master weights under bf16 autocast. Speed: the two contenders alternate in one
 process after a warm-up; medians. Peak memory: each contender runs alone in a fresh subprocess and
 reports how far its resident memory rose above the level before its first step (weights and
 interpreter excluded, activations + gradients + logits included).

@@ -1,4 +1,5 @@
-"""Choosing the safety-RM threshold that PPO's reward combination uses (DESIGN.md §4).
+"""Choosing the safety-RM threshold that PPO's reward combination uses (docs/design.md, Combining
+the two reward models).
 
 Why: Llama 2's PPO takes the safety reward whenever the prompt is a safety prompt *or* σ(safety
 score) < 0.15, i.e. it treats a low safety score as "this response is unsafe". The paper picked 0.15

@@ -15,7 +15,7 @@ choice is made on probabilities; whitening keeps the reward scale stable for PPO
 On a policy that already refuses every harmful prompt, the uncapped Rs ranks refusals by how
 emphatic they are; capped, every refusal the safety RM is sure of scores the same and only answers
 it doubts are pushed down. On its own that did not stop PPO turning against benign requests on the
-gym; with as many borderline prompts as harmful ones it kept safety (docs/rl.md, eighth session).
+gym; with as many borderline prompts as harmful ones it kept safety (docs/results/rl.md).
 """
 
 from __future__ import annotations

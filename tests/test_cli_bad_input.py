@@ -1,4 +1,4 @@
-"""Bad input across the CLI (issue 9, item 4): random recipe files, random overrides and random data
+"""Bad input across the CLI: random recipe files, random overrides and random data
 never give a traceback. Each failure is one `paddock: error: ...` line on stderr, a non-zero exit,
 and nothing on disk: no run directory, no rejects file, no partial recipe copy.
 

@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (pytest fixtures imported from other test modules, used as arguments)
-"""Fault tolerance and guards (issue 9, items 2 and 3), on the tiny pipeline of test_rl_stages.
+"""Fault tolerance and guards, on the tiny pipeline of test_rl_stages.
 
 - Each training stage is SIGKILLed at a seed-chosen moment through the real CLI, re-run, and its
   metrics, summary and saved weights must equal the uninterrupted run's (rl_run, the reference).

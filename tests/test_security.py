@@ -1,4 +1,4 @@
-"""Security of the tool itself (issue 9, item 5; DESIGN.md §9).
+"""Security of the tool itself (docs/design.md, Reliability).
 
 Loading a pickle can run arbitrary code, and so can a checkpoint's own Python when
 `trust_remote_code` is on; a downloaded preference dump or checkpoint is untrusted input. So:

@@ -1,4 +1,5 @@
-"""Safety-RM threshold picking (DESIGN.md §4) on a hand-made set of six labelled responses."""
+"""Safety-RM threshold picking (docs/design.md, Combining the two reward models) on a hand-made set
+of six labelled responses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Canonical records every adapter produces and every stage consumes (DESIGN.md §5).
+"""Canonical records every adapter produces and every stage consumes (docs/design.md, Data flow).
 
 Messages are plain dicts {"role": "system" | "user" | "assistant", "content": str}, the format
 chat templates and TRL already use, so records serialise to JSONL without a schema of their own.

@@ -1,4 +1,4 @@
-"""The gym: bundled, verifiable data and the gold graders that score it (DESIGN.md §5).
+"""The gym: bundled, verifiable data and the gold graders that score it (docs/design.md, The gym).
 
 Why: no model hub is reachable here, and telling alignment from reward hacking needs ground
 truth. `generator` writes seeded datasets to data/gym/ (helpfulness tasks with checkable answers,

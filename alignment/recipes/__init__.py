@@ -1,6 +1,6 @@
 """Recipes: YAML files that name a run's model and stages, validated strictly before any compute.
 
-    recipe = load_recipe("recipes/llama2_7b.yaml", ["stages.sft.learning_rate=1e-5"])
+    recipe = load_recipe("recipes/llama2_chat.yaml", ["stages.sft.learning_rate=1e-5"])
 
 The schema (`schema.py`) says what a recipe may contain, the loader (`config.py`) turns parsed YAML
 into its dataclasses and rejects anything else, and `overrides.py` applies command-line changes.

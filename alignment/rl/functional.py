@@ -1,4 +1,4 @@
-"""Pure tensor math for PPO (Llama 2 paper §3.2.3, DESIGN.md §4).
+"""Pure tensor math for PPO (Llama 2 paper §3.2.3; docs/design.md, PPO).
 
 Why this module: the paper optimises `R = R̃c − β·KL(π_θ ‖ π_0)` with PPO (clip 0.2) but leaves the
 advantage estimator and the value loss unspecified. Keeping every formula here, free of models and

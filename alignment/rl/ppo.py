@@ -17,7 +17,7 @@ token count, and gradients are summed across processes, so an iteration takes th
 optimizer steps. Samples differ from a one-process run (each process draws its own), greedy
 rollouts do not.
 
-Choices the paper leaves open (documented in docs/rl.md): per-token k1 KL penalty, the scalar
+Choices the paper leaves open (documented in docs/stages/ppo.md): per-token k1 KL penalty, the scalar
 reward on the last answer token, GAE with γ = 1 and λ = 0.95, whitened advantages, a clipped value
 loss, dropout off (eval mode) everywhere so the first minibatch's ratio is exactly 1 (unless
 `rollout_logprobs: sampler` takes the old log-probs from the bf16 sampling copy).

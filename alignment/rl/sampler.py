@@ -3,8 +3,8 @@
 Why: PEFT's LoRA layers add two small matmuls, a dropout call and dtype casts to each of the seven
 projections of every layer, and in a decode step (a few rows, one token) those small ops cost more
 than the base model's own matmuls: a 16 x 64-token rollout of SmolLM2-135M took 28.1 s through the
-PEFT policy and 12.0 s with the adapter merged into bf16 weights (benchmarks/RESULTS.md, third
-session, 1 thread on a loaded machine; with 2 threads in the fourth, 7.04 s against 3.40 s). Merging
+PEFT policy and 12.0 s with the adapter merged into bf16 weights on 1 thread of a loaded machine,
+7.04 s against 3.40 s on 2 threads (benchmarks/RESULTS.md). Merging
 in place would round the frozen fp32 base on every unmerge, so the policy is copied once into a
 plain model in the sampling precision and each LoRA projection's weight is rewritten as
 W + scaling * B @ A before a rollout.

@@ -3,7 +3,7 @@ compares its answers, and the comparisons go into the next reward-model training
 
 Why: Llama 2 collected preference data weekly on samples of its latest chat models, because "reward
 model accuracy can quickly degrade if not exposed to this new sample distribution". Paddock's
-rejection sampling hit exactly that (docs/rl.md): an RM that gets 78 % of the gym's test pairs
+rejection sampling hit exactly that (docs/results/rl.md): an RM that gets 78 % of the gym's test pairs
 orders the SFT model's own right and wrong answers at chance. Here the gym's gold graders play the
 annotator: for every prompt with a grader, K sampled answers (plus the greedy one) are graded, and
 each is paired against answers graded lower, as `chosen` and `rejected` (see `answer_grades`).

@@ -72,7 +72,7 @@ class RejectionSamplingConfig(StageConfig):
         "Also score the current model's greedy answer to each prompt and keep it when none of the K "
         "samples beats it (not in the paper). For a small model, sampled answers are mostly worse than "
         "the greedy one, and best-of-K alone can then train on answers worse than what the model "
-        "already says (docs/rl.md).",
+        "already says (docs/results/rl.md).",
         default=False,
     )
     pool_from_iteration: int = setting(
