@@ -7,7 +7,7 @@ answer per prompt over every iteration so far, which the paper found to stop reg
 capabilities an earlier iteration had. The rewards come from frozen RMs, so rewards from different
 iterations are comparable and the pool can keep whichever is highest.
 
-Each iteration is resumable: its samples are written once (iter-NN/samples.jsonl), its fine-tune
+Each iteration is resumable: its samples are written once (iter-NN/samples.json), its fine-tune
 checkpoints like any stage's, and its finished trainable weights mark it done.
 """
 

@@ -103,11 +103,14 @@ def run_reward_model(ctx: StageContext) -> dict:
         autocast=ctx.autocast_on,
         name=cfg.name,
     )
+    # The stage's `plots` are its training curves (finish_stage); the evaluation's keep their own key.
+    evaluation_plots = {plot: f"plots/{file}" for plot, file in evaluation.pop("plots").items()}
     summary = {
         "train_pairs": len(examples),
         "data": data_report,
         "margin": cfg.margin,
         "final": final,
         **evaluation,
+        "evaluation_plots": evaluation_plots,
     }
     return finish_stage(ctx, model, tokenizer, summary, plot_keys=("loss", "accuracy", "eval_accuracy"))
