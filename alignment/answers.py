@@ -2,6 +2,13 @@
 
 Every stage that samples (gold evaluation, rejection sampling, PPO rollouts, context distillation)
 goes through here, so they all encode prompts and decode answers the same way.
+
+Under several processes a stage that samples a whole list (rejection sampling, GAtt, context
+distillation, the gold suite, evaluation) passes `split=True`: each process generates its share of
+the generation batches (`distributed.my_batches`) and every process gets all the answers back. A
+batch's prompts and seed (the sampling seed and the batch's index) do not depend on which process
+runs it, so the answers are exactly those of one process. `prompts_generated()` counts this
+process's share for the stage summary.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from alignment import distributed
 from alignment.base_model.generation import GenerationOutput, SamplingConfig, generate_from_tokens
 from alignment.data.chat_format import encode_prompt
 from alignment.precision import bf16_autocast
@@ -36,6 +44,18 @@ def decode_responses(tokenizer, out: GenerationOutput) -> list[str]:
     ]
 
 
+_generated = {"prompts": 0}
+
+
+def prompts_generated() -> int:
+    """Prompts this process has answered since the last `reset_prompts_generated()`."""
+    return _generated["prompts"]
+
+
+def reset_prompts_generated() -> None:
+    _generated["prompts"] = 0
+
+
 @torch.no_grad()
 def answer(
     model,
@@ -47,10 +67,12 @@ def answer(
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
     progress: str | None = None,
+    split: bool = False,
 ) -> Answers:
     """`sampling.n` answers to each conversation (prompt-major order). Batches are seeded from
     `sampling.seed` and their index, so the answers do not depend on the batch they fell in.
-    `progress`: a description for a progress bar over the prompts (None: no bar)."""
+    `progress`: a description for a progress bar over the prompts (None: no bar). `split`: share
+    the batches among processes (module docstring); `outputs` then holds this process's only."""
     from tqdm.auto import tqdm
 
     prompt_ids = [encode_prompt(c, tokenizer, style=style) for c in conversations]
@@ -58,18 +80,25 @@ def answer(
         prompt_ids = [ids[-max_prompt_tokens:] for ids in prompt_ids]
     was_training = model.training
     model.eval()
-    texts, outputs = [], []
+    texts_by_batch, outputs = {}, []
+    starts = range(0, len(prompt_ids), batch_size)
+    mine = distributed.my_batches(len(starts)) if split else list(range(len(starts)))
     context = bf16_autocast(model, autocast)
-    bar = tqdm(total=len(prompt_ids), desc=progress, unit="prompt", disable=progress is None, leave=False)
+    total = sum(len(prompt_ids[starts[i] : starts[i] + batch_size]) for i in mine)
+    bar = tqdm(total=total, desc=progress, unit="prompt", disable=progress is None, leave=False)
     with context:
-        for index, start in enumerate(range(0, len(prompt_ids), batch_size)):
+        for index in mine:
+            batch = prompt_ids[starts[index] : starts[index] + batch_size]
             seed = None if sampling.seed is None else sampling.seed * 1_000_003 + index
-            out = generate_from_tokens(
-                model, prompt_ids[start : start + batch_size], replace(sampling, seed=seed), tokenizer
-            )
+            out = generate_from_tokens(model, batch, replace(sampling, seed=seed), tokenizer)
             outputs.append(out)
-            texts += decode_responses(tokenizer, out)
-            bar.update(len(prompt_ids[start : start + batch_size]))
+            texts_by_batch[index] = decode_responses(tokenizer, out)
+            _generated["prompts"] += len(batch)
+            bar.update(len(batch))
     bar.close()
     model.train(was_training)
+    if split and distributed.enabled():
+        for part in distributed.all_gather_objects(texts_by_batch):
+            texts_by_batch.update(part)
+    texts = [text for index in sorted(texts_by_batch) for text in texts_by_batch[index]]
     return Answers(texts, outputs, prompt_ids)

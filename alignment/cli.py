@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from alignment.errors import PaddockError
+from alignment.placement import DEVICE_HELP
 
 
 def cmd_models_list(args) -> None:
@@ -41,8 +42,9 @@ def cmd_models_import_gguf(args) -> None:
 def cmd_chat(args) -> None:
     from alignment.base_model import load_model, load_tokenizer
     from alignment.base_model.generation import SamplingConfig, chat
+    from alignment.placement import resolve_device
 
-    model = load_model(args.model, dtype=args.dtype).eval()
+    model = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device)).eval()
     tokenizer = load_tokenizer(args.model)
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     prompts = args.prompt or []
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     chat.add_argument("--seed", type=int, default=0)
     chat.add_argument("--dtype", default="float32")
+    chat.add_argument("--device", default="auto", help=DEVICE_HELP)
     chat.set_defaults(func=cmd_chat)
 
     run = commands.add_parser("run", help="run a recipe's stages (resumes unfinished, skips finished)")

@@ -5,7 +5,7 @@ How a run is split:
 - every process runs every stage's code on the same data and the same plan, so no process has
   to be told what another decided (the data order is a pure function of the seed);
 - training steps split each micro-batch across processes and average gradients through
-  accelerate (DDP or DeepSpeed, as its config says) or torch's FSDP2 (alignment/training/
+  accelerate's DDP or torch's FSDP2 (alignment/training/
   sharded.py), with the loss normalised by the global item count, so N processes take the same
   optimizer step as one process with the whole batch; PPO sums its own gradients;
 - only the main process writes into the run directory. The others get a private mirror of the
@@ -58,25 +58,18 @@ def accelerator():
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
-def prepare(model, optimizer, batch_size: int):
-    """(model, optimizer) wrapped by accelerate for the launcher's strategy (DDP, FSDP, DeepSpeed),
-    or as given for one process. DeepSpeed wants its per-process micro-batch up front; Paddock
-    feeds batches itself, so it is set here rather than read off a DataLoader."""
+def prepare(model, optimizer):
+    """(model, optimizer) wrapped by accelerate for the launcher's strategy (DDP or FSDP), or as
+    given for one process. DeepSpeed is refused: nothing in Paddock gathers ZeRO-3's partitioned
+    parameters for evaluation, sampling or saving, so FSDP2 is the sharded engine."""
     acc = accelerator()
     if acc is None:
         return model, optimizer
-    plugin = getattr(acc.state, "deepspeed_plugin", None)
-    if plugin is not None:
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(batch_size // world_size(), 1)
+    if getattr(acc.state, "deepspeed_plugin", None) is not None:
+        raise PaddockError(
+            "DeepSpeed is not supported; launch with recipes/accelerate/ddp.yaml or fsdp.yaml (FSDP2)"
+        )
     return acc.prepare(model, optimizer)
-
-
-def to_device(batch: dict) -> dict:
-    """A collated batch on this process's device (its GPU under a GPU launch; the CPU stays put)."""
-    acc = accelerator()
-    if acc is None or acc.device.type == "cpu":
-        return batch
-    return {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def barrier() -> None:
@@ -108,6 +101,19 @@ def all_gather_objects(value) -> list:
 def shard(items: list) -> list:
     """This process's share of a list: every world_size-th item from its rank."""
     return items[rank() :: world_size()]
+
+
+_split_calls = {"count": 0}
+
+
+def my_batches(n_batches: int) -> list[int]:
+    """This process's share of `n_batches` batches that every process splits the same way: batch i
+    goes to process (i + c) % world_size, where c counts the calls, so a list of one batch does not
+    always land on the main process. Every process makes the same calls in the same order, so they
+    agree on c. One process gets every batch."""
+    offset = _split_calls["count"]
+    _split_calls["count"] += 1
+    return [i for i in range(n_batches) if (i + offset) % world_size() == rank()]
 
 
 def check_batch(batch_size: int, what: str) -> None:

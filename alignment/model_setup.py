@@ -13,12 +13,21 @@ import torch
 from alignment.base_model import load_model, save_checkpoint
 from alignment.base_model.loading import resolve
 from alignment.errors import PaddockError
+from alignment.placement import resolve_device
 
 ADAPTER_BASE_FILE = "paddock_base.txt"  # where an adapter's base checkpoint lives
 
 
 def weights_dtype(precision: str) -> torch.dtype:
+    """Weights a trained model keeps: fp32 masters unless the recipe asks for bf16 weights."""
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def frozen_dtype(precision: str) -> torch.dtype:
+    """Weights a read-only model keeps (reward models, a PPO reference, evaluated models): bf16 under
+    either bf16 precision. Nothing updates them, so fp32 masters would only double their memory;
+    under autocast their matmuls run in bf16 anyway."""
+    return torch.bfloat16 if precision in ("bf16", "bf16-autocast") else torch.float32
 
 
 def resolve_init(path_or_name: str) -> tuple[Path, Path | None]:
@@ -46,7 +55,8 @@ def apply_adapter(model, adapter: Path):
 
 
 def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
-    """Load `init` (a name, checkpoint or saved adapter) with the head, ready to train."""
+    """Load `init` (a name, checkpoint or saved adapter) with the head, ready to train, on the
+    recipe's device."""
     base_path, adapter = resolve_init(init)
     kwargs = {}
     if model_cfg.qlora:
@@ -59,6 +69,7 @@ def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
         base_path,
         head=head,
         dtype=weights_dtype(model_cfg.precision),
+        device=resolve_device(model_cfg.device),
         trust_remote_code=model_cfg.trust_remote_code,
         **kwargs,
     )
@@ -115,12 +126,14 @@ def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: boo
 
 
 def load_frozen(model_cfg, init: str, head: str = "causal_lm", dtype: torch.dtype | None = None):
-    """A model that is only read (reward models, a PPO reference): adapters merged, no gradients."""
+    """A model that is only read (reward models, a PPO reference): adapters merged, no gradients, on
+    the recipe's device."""
     base_path, adapter = resolve_init(init)
     model = load_model(
         base_path,
         head=head,
-        dtype=dtype or weights_dtype(model_cfg.precision),
+        dtype=dtype or frozen_dtype(model_cfg.precision),
+        device=resolve_device(model_cfg.device),
         trust_remote_code=model_cfg.trust_remote_code,
     )
     if adapter is not None:

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from alignment import distributed
+from alignment.answers import reset_prompts_generated
 from alignment.errors import PaddockError
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
@@ -92,6 +93,7 @@ def run_stage(recipe, index: int, run_dir: Path, main: bool) -> None:
     random.seed(recipe.seed)
     torch.manual_seed(recipe.seed)
     ctx = StageContext(recipe, stage, run_dir, stage_dir, stage_init(recipe, index, run_dir))
+    reset_prompts_generated()  # the summary's per-process share counts this stage only
     began = time.perf_counter()
     if main:
         print(f"[{stage.name}] starting from {ctx.init}")

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def machine() -> str:
+def machine(device: torch.device | None = None) -> str:
+    """The CPU, its cores and torch's threads; with a CUDA `device`, the GPU too."""
     cpu = platform.processor() or platform.machine()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
@@ -32,7 +33,17 @@ def machine() -> str:
         )
     except (OSError, StopIteration, subprocess.SubprocessError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    host = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device is not None and device.type == "cuda":
+        host += f", GPU {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return host
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued kernels, so a timer read next counts them (CUDA runs ahead of the
+    Python that launches its work). Nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def alternate(contenders: dict[str, Callable[[], dict]], repeats: int) -> dict[str, list[dict]]:
@@ -90,7 +101,7 @@ class BareLinears:
     def __init__(self, model: nn.Module):
         head = model.get_output_embeddings()
         body = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not head]
-        self.dtype = head.weight.dtype
+        self.dtype, self.device = head.weight.dtype, head.weight.device
         self.head, self.body = self._matmul(head), [self._matmul(m) for m in body]
         self._inputs: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -108,7 +119,7 @@ class BareLinears:
 
     def _input(self, rows: int, width: int) -> torch.Tensor:
         if (rows, width) not in self._inputs:
-            self._inputs[rows, width] = torch.randn(rows, width, dtype=self.dtype)
+            self._inputs[rows, width] = torch.randn(rows, width, dtype=self.dtype).to(self.device)
         return self._inputs[rows, width]
 
     @torch.no_grad()
@@ -142,13 +153,17 @@ def _packing_supported() -> bool:
         return False
 
 
-def fastest(job: Callable[[], None], repeats: int = 3) -> float:
-    """Seconds of the fastest of `repeats` runs after a warm-up: the estimate for a floor."""
+def fastest(job: Callable[[], None], repeats: int = 3, device: torch.device | None = None) -> float:
+    """Seconds of the fastest of `repeats` runs after a warm-up: the estimate for a floor. With a
+    CUDA `device`, each run ends when the GPU has finished its work, not when Python has queued it."""
+    device = device or torch.device("cpu")
     job()
     times = []
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         job()
+        sync(device)
         times.append(time.perf_counter() - start)
     return min(times)
 

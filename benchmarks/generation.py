@@ -4,14 +4,15 @@ The rejection-sampling workload: 16 prompts (72 tokens each with the chat templa
 64 new tokens, temperature 1.0, no top-k/top-p cut, EOS stops a row. Both sides get the same model
 weights, prompts and precision. Throughput counts generated tokens up to and including EOS.
 
-    python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile]
+    python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile] [--device cpu]
 
 Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transformers tokens/s, same
 precision, the first dtype) and `best_speedup` (each side at its best dtype). It also times the
 job's matmuls alone (`matmul_floor`) and reports `speedup_bound`: the speedup a contender built on
 torch's matmuls would reach if everything but those matmuls took no time. With `--llama-cpp`, the
 bf16 rounds also time llama.cpp's batched decode on the same job shape (benchmarks/llama_cpp_bench.py):
-a native engine's figure on this machine, for scale.
+a native engine's figure on this machine, for scale. `--device cuda` runs both contenders' models and
+inputs on the GPU (`make gpu-check` does, with one repeat in bf16); the default is the CPU.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from transformers import AutoModelForCausalLM
 from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
+from alignment.errors import PaddockError
+from alignment.placement import resolve_device
 
-from common import BareLinears, alternate, fastest, machine, median, print_summary, print_table
+from common import BareLinears, alternate, fastest, machine, median, print_summary, print_table, sync
 
 NATIVE = "llama.cpp bfloat16 (no sampling)"
 
@@ -73,15 +76,16 @@ def count_tokens(responses: torch.Tensor, eos_id: int) -> int:
     return int(first.sum())
 
 
-def matmul_floor(model, prompt_rows: int, prompt_len: int, rows: int, steps: int) -> float:
+def matmul_floor(model, prompt_rows: int, prompt_len: int, rows: int, steps: int, device) -> float:
     """Seconds the job's linear layers alone take (BareLinears.generation). Every row decodes
     every step, while the engine drops finished rows, so this over-counts by the finished
     fraction (a few % here)."""
     linears = BareLinears(model)
-    return fastest(lambda: linears.generation(prompt_rows, prompt_len, rows, steps))
+    return fastest(lambda: linears.generation(prompt_rows, prompt_len, rows, steps), device=device)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, separate from main() so that tests can parse it without running anything."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", default="bfloat16,float32")
@@ -95,14 +99,39 @@ def main() -> None:
         action="store_true",
         help="also time llama.cpp's llama-batched-bench in the bf16 rounds (built on first use, ~4 min)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where both contenders' models and inputs go: cpu, cuda, cuda:N or auto (as model.device)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments checked before any model loads: a device that is not there, or llama.cpp's CPU
+    build timed against a GPU run, is a one-line usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device)
+    except PaddockError as error:
+        parser.error(str(error))
+    if args.llama_cpp and args.device.type != "cpu":
+        parser.error("--llama-cpp times a CPU build; use it with --device cpu")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    device = args.device
 
     path = prepare()
     tokenizer = load_tokenizer(path)
     eos = tokenizer.eos_token_id
     prompts = build_prompts(tokenizer)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
-    print(f"machine: {machine()}")
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    print(f"machine: {machine(device)}")
     if args.llama_cpp:
         native = (llama_cpp_bench.build(), llama_cpp_bench.convert(Path(path)))
     print(
@@ -113,8 +142,8 @@ def main() -> None:
     rows, tokens_per_s, floors = [], {}, {}
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
-        ours = load_model(path, dtype=dtype).eval()
-        theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        ours = load_model(path, dtype=dtype, device=device).eval()
+        theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         seeds = iter(range(10_000))
 
         def paddock(compile_step=False, ours=ours, seeds=seeds):
@@ -129,6 +158,7 @@ def main() -> None:
             )
             start = time.perf_counter()
             out = generate(ours, input_ids, attention_mask, cfg)
+            sync(device)
             seconds = time.perf_counter() - start
             return {"tokens": int(out.response_mask.sum()), "seconds": seconds}
 
@@ -148,6 +178,7 @@ def main() -> None:
                     eos_token_id=eos,
                     pad_token_id=tokenizer.pad_token_id,
                 )
+            sync(device)
             seconds = time.perf_counter() - start
             return {"tokens": count_tokens(out[:, input_ids.shape[1] :], eos), "seconds": seconds}
 
@@ -173,7 +204,9 @@ def main() -> None:
                 [name, f"{median(runs, 'tokens'):.0f}", f"{median(runs, 'seconds'):.2f}", f"{rate:.1f}"]
             )
         # The engine decodes max_new_tokens - 1 steps after the prefill (the last token needs none).
-        floor = matmul_floor(ours, *input_ids.shape, input_ids.shape[0] * args.samples, args.new_tokens - 1)
+        floor = matmul_floor(
+            ours, *input_ids.shape, input_ids.shape[0] * args.samples, args.new_tokens - 1, device
+        )
         paddock_tokens = median(results[f"paddock {dtype_name}"], "tokens")
         floors[dtype_name] = (floor, paddock_tokens / floor)
         print(f"[{dtype_name}] the job's matmuls alone: {floor:.2f}s ({paddock_tokens / floor:.0f} tokens/s)")
@@ -190,6 +223,7 @@ def main() -> None:
     print(f"speedup if only the matmuls took time ({first}): at most {bound:.2f}x")
     summary = {
         "benchmark": "generation",
+        "device": str(device),
         "dtype": first,
         "speedup": round(speedup, 2),
         "best_speedup": round(best_ours / best_theirs, 2),

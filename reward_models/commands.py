@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignment.placement import DEVICE_HELP
 from alignment.runs import write_atomic
 
 
@@ -39,6 +40,7 @@ def _common(parser, out_default: str) -> None:
     parser.add_argument("--max-length", type=int, default=512, help="tokens per prompt + response")
     parser.add_argument("--autocast", action="store_true", help="score under bf16 autocast")
     parser.add_argument("--tokenizer", default=None, help="tokenizer path or name if the RM has none")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _test_sets(args) -> dict:
@@ -52,7 +54,8 @@ def _scored(args):
     from reward_models.evaluation import score_test_sets
 
     test_sets = _test_sets(args)
-    model, tokenizer = load_reward_model(args.rm), load_rm_tokenizer(args.rm, args.tokenizer)
+    model = load_reward_model(args.rm, device=args.device)
+    tokenizer = load_rm_tokenizer(args.rm, args.tokenizer)
     return score_test_sets(
         model, tokenizer, test_sets, args.style, args.autocast, args.batch_size, args.max_length
     )
@@ -90,6 +93,7 @@ def cmd_compare(args) -> None:
         args.max_length,
         args.autocast,
         args.tokenizer,
+        device=args.device,
     )
     for name, r in result["rms"].items():
         print(f"{name}: accuracy {_pct(r['summary'])}")

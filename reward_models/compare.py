@@ -76,14 +76,16 @@ def load_test_sets(specs: list[DataSpec], max_pairs: int | None = None, seed: in
     return out
 
 
-def load_reward_model(path: str | Path, dtype="float32"):
-    """A checkpoint with the reward head; a LoRA adapter dir is applied to the base it names and merged."""
+def load_reward_model(path: str | Path, dtype="float32", device: str = "auto"):
+    """A checkpoint with the reward head, on `device` (alignment/placement.py); a LoRA adapter dir is
+    applied to the base it names and merged."""
     from alignment.base_model import load_model
     from alignment.model_setup import resolve_init
+    from alignment.placement import resolve_device
 
     base, adapter = resolve_init(str(path))
     check_reward_head(base, adapter)
-    model = load_model(base, head="reward", dtype=dtype)
+    model = load_model(base, head="reward", dtype=dtype, device=resolve_device(device))
     if adapter is not None:
         from alignment.model_setup import apply_adapter
 
@@ -209,6 +211,7 @@ def compare_rms(
     max_length: int = 512,
     autocast: bool = False,
     tokenizer: str | None = None,
+    device: str = "auto",
 ) -> dict:
     """Score every RM (one at a time, to keep memory flat) and write report.md, report.html, the PNGs
     and compare.json into out_dir; returns the comparison (RM summaries and agreement matrix)."""
@@ -221,7 +224,7 @@ def compare_rms(
     result = {"test_sets": {k: len(v) for k, v in test_sets.items()}, "style": style, "rms": {}}
     prefs, correct = {}, {}
     for name, path in zip(rm_names(rm_paths), rm_paths, strict=True):
-        model, tok = load_reward_model(path), load_rm_tokenizer(path, tokenizer)
+        model, tok = load_reward_model(path, device=device), load_rm_tokenizer(path, tokenizer)
         scored = score_test_sets(model, tok, test_sets, style, autocast, batch_size, max_length)
         del model
         gc.collect()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from alignment.data.chat_format import encode_dialogue
+from alignment.placement import module_device, to_device
 from alignment.precision import device_type
 
 
@@ -81,7 +82,8 @@ def make_pair_batch(encoded, pad_token_id: int, packed: bool) -> dict:
 
 
 def rewards(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen [B], r_rejected [B]) for a pair batch, padded or packed."""
+    """(r_chosen [B], r_rejected [B]) for a pair batch, padded or packed, on the model's device."""
+    batch = to_device(batch, module_device(model))
     if "sequence_lengths" in batch:
         output = model(input_ids=batch["input_ids"], sequence_lengths=batch["sequence_lengths"])
     else:

@@ -81,8 +81,10 @@ def evaluate_gold(
     style="template",
     autocast=False,
     progress=True,
+    split=False,
 ):
-    """Greedy answers to every suite prompt; returns (rates, texts by kind)."""
+    """Greedy answers to every suite prompt; returns (rates, texts by kind). `split`: share the
+    generation among processes (alignment/answers.py)."""
     sampling = sampling_for(tokenizer, max_new_tokens=max_new_tokens, temperature=0)
     texts = {}
     for kind, records in rows.items():
@@ -94,5 +96,6 @@ def evaluate_gold(
             style,
             autocast,
             progress=f"gold eval: {kind}" if progress else None,
+            split=split,
         ).texts
     return gold_rates(rows, texts), texts

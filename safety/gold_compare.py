@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from alignment.errors import PaddockError
+from alignment.placement import DEVICE_HELP
 from alignment.stats import mcnemar_exact, wilson_interval
 from safety.evaluation import RATE_NAMES, GoldSuiteConfig, evaluate_gold, gold_rates, grade, suite_rows
 
@@ -81,7 +82,7 @@ def answer_suite(args) -> tuple[dict, dict]:
     texts = {}
     for name in args.models:
         tokenizer = load_tokenizer(resolve_init(name)[0])
-        model = load_frozen(ModelConfig(), name, dtype=torch.float32)
+        model = load_frozen(ModelConfig(device=args.device), name, dtype=torch.float32)
         _, texts[name] = evaluate_gold(
             model, tokenizer, rows, cfg.max_new_tokens, autocast=args.autocast, progress=True
         )
@@ -196,6 +197,7 @@ def add_commands(subparsers) -> None:
     gold.add_argument("--n-borderline", type=int, default=60, help="borderline prompts (default: all 60)")
     gold.add_argument("--max-new-tokens", type=int, default=64)
     gold.add_argument("--autocast", action="store_true", help="answer under bf16 autocast")
+    gold.add_argument("--device", default="auto", help=DEVICE_HELP)
     gold.add_argument("--out", help="write rates, paired tests and every answer as JSON here")
     gold.add_argument("--plot", help="draw the helpfulness-safety trade-off of the models as a PNG here")
     gold.set_defaults(func=cmd_gold)

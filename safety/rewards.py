@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment import distributed
 from alignment.data.chat_format import encode_dialogue
+from alignment.placement import module_device
 from alignment.precision import bf16_autocast
 from alignment.recipes.config import check_range, join, setting
 from reward_models.health import ScoreHealth
@@ -30,21 +32,39 @@ def encode_answer(tokenizer, conversation: list[dict], text: str, style: str, ma
 
 @torch.no_grad()
 def rm_scores(
-    model, tokenizer, conversations, texts, style="template", max_length=512, batch_size=16, autocast=False
+    model,
+    tokenizer,
+    conversations,
+    texts,
+    style="template",
+    max_length=512,
+    batch_size=16,
+    autocast=False,
+    split=False,
 ):
-    """Raw scalar scores r(x, y) [N] of each (conversation, answer)."""
+    """Raw scalar scores r(x, y) [N] of each (conversation, answer), on the CPU. `split`: under
+    several processes each scores its share of the batches and all get every score (as
+    alignment/answers.py shares generation)."""
     from reward_models.scoring import right_pad
 
     rows = [
         encode_answer(tokenizer, c, t, style, max_length) for c, t in zip(conversations, texts, strict=True)
     ]
     context = bf16_autocast(model, autocast)
-    scores = []
+    device = module_device(model)
+    starts = range(0, len(rows), batch_size)
+    scores = {}
     with context:
-        for start in range(0, len(rows), batch_size):
-            ids, mask = right_pad(rows[start : start + batch_size], tokenizer.pad_token_id)
-            scores.append(model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float())
-    return torch.cat(scores) if scores else torch.zeros(0)
+        for index in distributed.my_batches(len(starts)) if split else range(len(starts)):
+            ids, mask = right_pad(rows[starts[index] : starts[index] + batch_size], tokenizer.pad_token_id)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            scores[index] = logits.squeeze(-1).float().cpu()  # combined on the CPU
+    if split and distributed.enabled():
+        for part in distributed.all_gather_objects({i: s.tolist() for i, s in scores.items()}):
+            scores.update(
+                {i: torch.tensor(s, dtype=torch.float32) for i, s in part.items() if i not in scores}
+            )
+    return torch.cat([scores[i] for i in sorted(scores)]) if scores else torch.zeros(0)
 
 
 class RewardScorer:
@@ -61,14 +81,16 @@ class RewardScorer:
         max_length=512,
         autocast=False,
         safety_cap=None,
+        split=False,
     ):
         self.helpful, self.safety, self.tokenizer = helpful, safety, tokenizer
+        self.split = split  # share the scoring among processes (rm_scores)
         self.style, self.threshold, self.max_length, self.autocast = style, threshold, max_length, autocast
         self.safety_cap = safety_cap
         self.health = ScoreHealth()  # collapsed or exploded scores: warned once, flagged in summary.json
 
     def __call__(self, conversations, texts, is_safety: torch.Tensor) -> dict[str, torch.Tensor]:
-        kwargs = dict(style=self.style, max_length=self.max_length, autocast=self.autocast)
+        kwargs = dict(style=self.style, max_length=self.max_length, autocast=self.autocast, split=self.split)
         helpful = rm_scores(self.helpful, self.tokenizer, conversations, texts, **kwargs)
         safety = rm_scores(self.safety, self.tokenizer, conversations, texts, **kwargs)
         self.health.check("helpful", helpful, texts)
@@ -128,6 +150,7 @@ def load_scorer(
     style: str,
     autocast: bool,
     what: str,
+    split: bool = False,
 ) -> RewardScorer:
     """Both RMs (`paths`: role -> checkpoint) and Llama 2's combination as `cfg` sets it."""
     models = {
@@ -143,6 +166,7 @@ def load_scorer(
         cfg.max_length,
         autocast,
         safety_cap=cfg.safety_cap,
+        split=split,
     )
 
 

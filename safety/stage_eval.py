@@ -36,10 +36,18 @@ def rm_rates(scores: dict[str, dict[str, list[float]]], threshold: float) -> dic
 
 
 def evaluate_model(
-    model, tokenizer, scorer, rows: dict[str, list[dict]], max_new_tokens: int, style: str, autocast: bool
+    model,
+    tokenizer,
+    scorer,
+    rows: dict[str, list[dict]],
+    max_new_tokens: int,
+    style: str,
+    autocast: bool,
+    split: bool = False,
 ):
-    """Gold rates, RM rates, raw RM scores per kind and the answers themselves."""
-    rates, texts = evaluate_gold(model, tokenizer, rows, max_new_tokens, style, autocast)
+    """Gold rates, RM rates, raw RM scores per kind and the answers themselves. `split`: share the
+    generation among processes (alignment/answers.py)."""
+    rates, texts = evaluate_gold(model, tokenizer, rows, max_new_tokens, style, autocast, split=split)
     scores = {}
     for kind, records in rows.items():
         if not records:

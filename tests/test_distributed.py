@@ -237,20 +237,17 @@ def test_a_batch_smaller_than_the_world_is_refused(monkeypatch):
 @pytest.mark.parametrize("path", sorted((REPO / "recipes/accelerate").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_accelerate_config_loads(path):
     """accelerate reads each config into its dataclass (an unknown key is a TypeError there); FSDP
-    wraps a class that exists in our model, and DeepSpeed leaves accumulation to Paddock."""
+    wraps a class that exists in our model. No DeepSpeed config ships (FSDP2 is the sharded engine)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     from alignment.base_model import modeling
 
     config = load_config_from_file(str(path))
     kind = config.distributed_type.value
-    assert kind in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+    assert kind in {"MULTI_GPU", "FSDP"}
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == 2
         assert hasattr(modeling, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
-    if kind == "DEEPSPEED":
-        assert config.deepspeed_config["gradient_accumulation_steps"] == 1
-        assert config.deepspeed_config["zero_stage"] in (2, 3)
 
 
 @pytest.mark.slow  # 25 s, and a very fast machine could finish before the kill
@@ -357,3 +354,88 @@ def test_every_stage_of_the_pipeline_runs_under_two_processes(tmp_path, tiny_che
         ):
             if key in main:
                 assert other[key] == main[key], (stage, key)
+
+
+def sampling_recipe(tmp: Path, model: Path) -> Path:
+    """Two small RMs, then the stages that sample a whole list, each starting from the same tiny
+    checkpoint so that one and two processes answer with the same weights: the evaluation of the
+    base model, one round of rejection sampling and context distillation."""
+    from tests.test_rl_stages import lines, rm_stage
+
+    (tmp / "helpful.jsonl").write_text(lines("data/gym/helpfulness_pairs_train.jsonl", 32))
+    (tmp / "safety.jsonl").write_text(lines("data/gym/safety_pairs_train.jsonl", 32))
+    rl = (REPO / "data/gym/rl_prompts_train.jsonl").read_text().splitlines()
+    (tmp / "prompts.jsonl").write_text("\n".join(rl[:24] + rl[-8:]) + "\n")
+    prompts = {"sources": [{"path": str(tmp / "prompts.jsonl")}], "test_fraction": 0.25}
+    gold = {"n_helpful": 5, "n_safety": 5, "n_borderline": 3, "max_new_tokens": 6}
+    rms = [
+        {**rm_stage(name, mix), "init_from": str(model)}
+        for name, mix in (("rm_helpful", "llama2_helpfulness_rm"), ("rm_safety", "llama2_safety_rm"))
+    ]
+    for stage in rms:
+        for source in stage["data"]["sources"]:
+            source["path"] = str(tmp / source["path"])
+    finetune = {"learning_rate": 1e-2, "epochs": 1, "batch_size": 2, "max_length": 96}
+    stages = [
+        *rms,
+        {"type": "evaluation", "gold": gold},  # before any policy stage: the base model only
+        {"type": "rejection_sampling", "init_from": str(model), "iterations": 1, "prompts_per_iteration": 7,
+         "samples_per_prompt": 3, "max_new_tokens": 6, "generation_batch_size": 2, "gold": gold,
+         "finetune": finetune, "data": prompts},
+        {"type": "context_distillation", "init_from": str(model), "n_prompts": 5, "max_new_tokens": 6,
+         "generation_batch_size": 2, "temperature": 1.0,
+         "finetune": finetune, "data": prompts},
+    ]  # fmt: skip
+    body = {
+        "run_name": "sampled",
+        "output_dir": str(tmp / "runs"),
+        "seed": 3,
+        "model": {"name_or_path": str(model), "precision": "fp32"},
+        "stages": stages,
+        "logging": {"report_to": ["none"], "progress": False},
+    }
+    (tmp / "sampled.yaml").write_text(yaml.safe_dump(body))
+    return tmp / "sampled.yaml"
+
+
+def test_sampling_stages_split_their_prompts_and_match_one_process(tmp_path, tiny_checkpoint):  # noqa: F811
+    """Every sampling and scoring stage shares its generation (and RM scoring) batches among the
+    processes and gathers them, so two processes write exactly the answers and scores of one, and
+    each process generated only its share. The RMs are trained once and copied to both runs."""
+    import shutil
+
+    from tests.test_rl_stages import offline_env
+
+    path = sampling_recipe(tmp_path, tiny_checkpoint)
+    env = {**offline_env(), "OMP_NUM_THREADS": "1"}
+    run = lambda processes, out, *extra: subprocess.run(  # noqa: E731
+        [*command(path, processes), f"output_dir={out}", *extra],
+        cwd=REPO, env={**env, "TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    first = run(1, tmp_path / "one", "--stage", "rm_helpful", "--stage", "rm_safety")
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    for processes, out in ((1, "one"), (2, "two")):
+        result = run(processes, tmp_path / out)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = tmp_path / "one/sampled", tmp_path / "two/sampled"
+    same = [
+        "evaluation/eval-base.json",  # gold-suite answers, their gold grades and both RMs' scores
+        "rejection_sampling/gold_before.json",
+        "rejection_sampling/iter-01/samples.json",  # K samples per prompt and their rewards
+        "context_distillation/answers_plain.json",
+        "context_distillation/answers_distilled.json",
+        "context_distillation/distilled.jsonl",  # the safety RM's scores of both answers
+    ]
+    for name in same:
+        assert (two / name).read_text() == (one / name).read_text(), name
+    samples = json.loads((one / "rejection_sampling/iter-01/samples.json").read_text())
+    assert len(set(samples["texts"])) > 1  # sampled, not all alike
+    for stage in ("evaluation", "rejection_sampling", "context_distillation"):
+        alone = json.loads((one / stage / "summary.json").read_text())["placement"]
+        shared = json.loads((two / stage / "summary.json").read_text())["placement"]
+        assert alone["world_size"] == 1 and shared["world_size"] == 2 and shared["backend"] == "gloo"
+        (total,) = alone["prompts_generated_this_run"]
+        assert sum(shared["prompts_generated_this_run"]) == total and all(
+            0 < n < total for n in shared["prompts_generated_this_run"]
+        ), (stage, shared)

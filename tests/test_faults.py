@@ -48,9 +48,11 @@ EVERY_STEP = {
 
 
 def comparable(value, root: str):
-    """Rounded numbers, without timings and with this run's directory replaced, for equality."""
+    """Rounded numbers, without timings or what this run alone did (a resumed run generates only what
+    was left), and with this run's directory replaced, for equality."""
     if isinstance(value, dict):
-        return {k: comparable(v, root) for k, v in value.items() if "per_s" not in k and "seconds" not in k}
+        run_only = ("per_s", "seconds", "this_run")
+        return {k: comparable(v, root) for k, v in value.items() if not any(s in k for s in run_only)}
     if isinstance(value, list):
         return [comparable(v, root) for v in value]
     if isinstance(value, float):

@@ -23,18 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, smollm2_tokenizer):
     """A random 2-layer Llama with the SmolLM2 tokenizer, saved like any HF checkpoint."""
-    path = tmp_path_factory.mktemp("tiny")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), smollm2_tokenizer)
+
+
+def save_tiny_checkpoint(path: Path, tokenizer) -> Path:
+    """The `tiny_checkpoint` fixture's model written to `path`; a plain function so that
+    benchmarks/gpu_check.py builds the same checkpoint outside pytest."""
     torch.manual_seed(0)
     config = tiny_config(
-        vocab_size=len(smollm2_tokenizer),
-        pad_token_id=smollm2_tokenizer.pad_token_id,
-        bos_token_id=smollm2_tokenizer.bos_token_id,
-        eos_token_id=smollm2_tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
         initializer_range=0.02,
     )
     LlamaForCausalLM(config).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
 
 

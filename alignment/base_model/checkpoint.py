@@ -169,6 +169,8 @@ def load_checkpoint(
     if "quantization_config" not in raw:
         check_weights_match(path, model_cls, config)
     extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    if torch.device(device).type != "cpu":  # weights go from the file to the GPU, not via a CPU copy
+        extra["device_map"] = {"": str(device)}
     model, info = model_cls.from_pretrained(
         path,
         config=config,

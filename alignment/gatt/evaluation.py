@@ -207,8 +207,11 @@ def eval_opening(record: dict) -> list[dict]:
     return [{"role": "system", "content": record["meta"]["instruction"]["text"]}]
 
 
-def model_responder(model, tokenizer, sampling, style: str, autocast: bool, batch_size: int, progress=None):
-    """A `converse` responder answering with the generation engine (one answer per conversation)."""
+def model_responder(
+    model, tokenizer, sampling, style: str, autocast: bool, batch_size: int, progress=None, split=False
+):
+    """A `converse` responder answering with the generation engine (one answer per conversation);
+    `split`: shared among processes (alignment/answers.py)."""
     from alignment.answers import answer
 
     def respond(indices, conversations, turn):
@@ -222,6 +225,7 @@ def model_responder(model, tokenizer, sampling, style: str, autocast: bool, batc
             style,
             autocast=autocast,
             batch_size=batch_size,
+            split=split,
             **kwargs,
         ).texts
 
@@ -267,14 +271,21 @@ def evaluate_adherence(
 
 
 def evaluate_model(
-    model, tokenizer, cfg: GAttEvalConfig, style: str, autocast: bool, resolve=Path, progress=None
+    model,
+    tokenizer,
+    cfg: GAttEvalConfig,
+    style: str,
+    autocast: bool,
+    resolve=Path,
+    progress=None,
+    split=False,
 ) -> tuple[dict, list[dict]]:
     """Greedy play of `cfg.n_dialogues` held-out dialogues with the model, scored turn by turn."""
     from alignment.answers import sampling_for
 
     records = load_eval_dialogues(resolve(cfg.dialogues), cfg.n_dialogues)
     sampling = sampling_for(tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=0)
-    respond = model_responder(model, tokenizer, sampling, style, autocast, cfg.batch_size, progress)
+    respond = model_responder(model, tokenizer, sampling, style, autocast, cfg.batch_size, progress, split)
     limit = context_limit(model, cfg.max_context_tokens)
     summary, transcripts = evaluate_adherence(
         records, respond, cfg.max_turns, context_fits(tokenizer, style, limit, cfg.max_new_tokens)

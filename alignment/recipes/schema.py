@@ -21,6 +21,7 @@ from alignment.base_model.default_models import DEFAULT_MODELS
 from alignment.data.mixtures import KEYS as MIXTURE_KEYS
 from alignment.data.mixtures import PAPER_MIXTURES
 from alignment.errors import PaddockError
+from alignment.placement import DEVICE_PATTERN
 from alignment.recipes.config import (
     RecipeError,
     at,
@@ -89,6 +90,11 @@ class ModelConfig:
         "and on GPUs); `bf16`: bf16 weights too (half the memory, less exact).",
         default="bf16-autocast",
     )
+    device: str = setting(
+        "Where every model of the run lives: `auto` (this process's GPU under a launcher, cuda:0 for one "
+        "process on a GPU machine, else the CPU), `cpu`, `cuda` or `cuda:N`.",
+        default="auto",
+    )
     lora: LoraConfig | None = setting(
         "LoRA adapters for trained models; null trains all weights.", default=None
     )
@@ -105,6 +111,9 @@ class ModelConfig:
     )
 
     def check_config(self, path: str) -> None:
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            where = join(path, "device")
+            raise RecipeError(f"{where}: {self.device!r} is not auto, cpu, cuda or cuda:N", where)
         for flag in ("qlora", "merge_lora"):
             if getattr(self, flag) and self.lora is None:
                 where = join(path, flag)

@@ -298,7 +298,7 @@ class PPOTrainer:
         scores = self.reward_fn(
             [r for r in records for _ in range(n)], texts, out.sequences, out.response_mask
         )
-        raw = scores["reward"].float()
+        raw = scores["reward"].float().to(mask.device)
         check_finite(raw, "reward")
         groups = None if self.group_of is None else [self.group_of(r) for r in records for _ in range(n)]
         everyone, own = gathered(raw)  # whitening statistics over the whole batch
@@ -451,7 +451,8 @@ def gathered(x: torch.Tensor) -> tuple[torch.Tensor, slice]:
     """Every process's `x` concatenated in rank order, and where this process's rows sit in it."""
     parts = distributed.all_gather_objects(x.tolist())
     before = sum(len(p) for p in parts[: distributed.rank()])
-    everyone = x if len(parts) == 1 else torch.tensor([v for p in parts for v in p], dtype=x.dtype)
+    flat = [v for p in parts for v in p]
+    everyone = x if len(parts) == 1 else torch.tensor(flat, dtype=x.dtype, device=x.device)
     return everyone, slice(before, before + len(x))
 
 

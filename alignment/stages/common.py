@@ -10,12 +10,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from alignment import distributed
+from alignment.answers import prompts_generated
 from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
 from alignment.data.records import category_of
 from alignment.data.sources import data_path
 from alignment.errors import PaddockError
+from alignment.placement import placement_record, resolve_device
 from alignment.plotting import figure, save_plot
 from alignment.precision import bf16_autocast
 from alignment.runs import StageDir, write_json
@@ -69,15 +73,34 @@ class StageContext:
     def autocast(self, model):
         return bf16_autocast(model, self.autocast_on)
 
-    def reward_scorer(self, cfg, tokenizer, style: str, lazy: bool = True) -> LazyScorer | RewardScorer:
+    @property
+    def device(self) -> torch.device:
+        """Where this stage's models and batches go (`model.device`, alignment/placement.py)."""
+        return resolve_device(self.recipe.model.device)
+
+    def write_summary(self, summary: dict) -> dict:
+        """summary.json with what the stage ran on: device, processes, their backend, the kernel
+        backend, and how many prompts each process generated in this run (rank order; a resumed
+        stage counts only what was left). Every process calls it."""
+        record = placement_record(self.device)
+        record["prompts_generated_this_run"] = distributed.all_gather_objects(prompts_generated())
+        summary = {**summary, "placement": record}
+        self.dir.write_summary(summary)
+        return summary
+
+    def reward_scorer(
+        self, cfg, tokenizer, style: str, lazy: bool = True, split: bool = False
+    ) -> LazyScorer | RewardScorer:
         """Both reward models `cfg` names (earlier stages or paths) and their combination; `lazy`:
-        loaded on first use, so a stage resumed past its scoring never loads them. A stage records
-        `scorer.health` in its summary as `rm_health`."""
+        loaded on first use, so a stage resumed past its scoring never loads them; `split`: every
+        process scores the same list, each a share of its batches (safety/rewards.py). A stage
+        records `scorer.health` in its summary as `rm_health`."""
         paths = {role: resolve_stage_model(self, getattr(cfg, role)) for role in ("helpful", "safety")}
         what = f"stage {self.stage.name}"
 
         def load() -> RewardScorer:
-            return load_scorer(self.recipe.model, cfg, paths, tokenizer, style, self.autocast_on, what)
+            model = self.recipe.model
+            return load_scorer(model, cfg, paths, tokenizer, style, self.autocast_on, what, split)
 
         return LazyScorer(load) if lazy else load()
 
@@ -202,7 +225,7 @@ def finish_stage(ctx: StageContext, model, tokenizer, summary: dict, plot_keys=(
         **summary,
         "plots": plot_metrics(ctx, plot_keys),
     }
-    ctx.dir.write_summary(summary)
+    summary = ctx.write_summary(summary)
     ctx.dir.mark_complete()
     # Resume checkpoints (weights + optimizer, ~3x the model) are scratch once the stage is done.
     shutil.rmtree(ctx.dir.checkpoints, ignore_errors=True)
@@ -228,6 +251,7 @@ def cached_gold_suite(ctx: StageContext, model, tokenizer, when: str) -> dict | 
         ctx.stage.chat_style,
         ctx.autocast_on,
         progress=ctx.recipe.logging.progress,
+        split=True,
     )
     result = {**rates, "examples": {kind: texts[kind][:3] for kind in texts}}
     write_json(cache, result)

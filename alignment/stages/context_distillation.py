@@ -153,6 +153,7 @@ def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[st
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
         progress=f"answers {what}" if ctx.recipe.logging.progress else None,
+        split=True,
     ).texts
     write_json(cache, {"conversations": conversations, "texts": texts})
     return texts
@@ -173,6 +174,7 @@ def _safety_scores(ctx, tokenizer, conversations, plain, distilled) -> tuple[lis
         cfg.chat_style,
         cfg.reward_models.max_length,
         autocast=ctx.autocast_on,
+        split=True,
     ).tolist()
     del rm
     return scores[:n], scores[n:]

@@ -65,7 +65,7 @@ def run_evaluation(ctx: StageContext) -> dict:
 
     cfg: EvaluationConfig = ctx.stage
     tokenizer = ctx.tokenizer()
-    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style, lazy=False)
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style, lazy=False, split=True)
     rows = suite_rows(cfg.gold, data_path)
     autocast = ctx.autocast_on
     results = {}
@@ -77,7 +77,7 @@ def run_evaluation(ctx: StageContext) -> dict:
         print(f"[{cfg.name}] evaluating {name}")
         model = load_frozen(ctx.recipe.model, path)
         results[name] = evaluate_model(
-            model, tokenizer, scorer, rows, cfg.gold.max_new_tokens, cfg.chat_style, autocast
+            model, tokenizer, scorer, rows, cfg.gold.max_new_tokens, cfg.chat_style, autocast, split=True
         )
         write_json(cache, results[name])
         del model
@@ -93,7 +93,7 @@ def run_evaluation(ctx: StageContext) -> dict:
         "report_html": str(page),
         "plots": [str(p.relative_to(ctx.dir.root)) for p in plots],
     }
-    ctx.dir.write_summary(summary)
+    summary = ctx.write_summary(summary)
     ctx.dir.mark_complete()
     if distributed.is_main():  # the run directory itself is the main process's alone
         print(f"[{cfg.name}] report: {md}")

@@ -202,6 +202,7 @@ def sample_dialogues(ctx: StageContext, model, tokenizer, plan: list[dict], scor
             cfg.chat_style,
             autocast=autocast,
             batch_size=cfg.generation_batch_size,
+            split=True,
             **kwargs,
         ).texts
         rewards = None
@@ -357,6 +358,7 @@ def _evaluate(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
         ctx.autocast_on,
         resolve=data_path,
         progress=f"GAtt eval ({when})" if ctx.recipe.logging.progress else None,
+        split=True,
     )
     write_atomic(
         ctx.dir.root / f"adherence_{when}_dialogues.jsonl", "".join(json.dumps(t) + "\n" for t in transcripts)
@@ -376,7 +378,7 @@ def run_gatt(ctx: StageContext) -> dict:
     before = _evaluate(ctx, model, tokenizer, "before")
     scorer = None  # best-of-K by reward needs the RMs; they load only if sampling runs
     if cfg.reward_models is not None and cfg.samples_per_turn > 1:
-        scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
+        scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style, split=True)
     data = sampled_data(ctx, model, tokenizer, train_rows, scorer)
     dialogues = [Dialogue(m) for m in select_examples(data, cfg.examples, cfg.gold_filter)]
     if not dialogues:

@@ -159,7 +159,7 @@ def shared_critic(ctx: StageContext, policy, critic_init: str):
     policy.add_adapter("critic", config)
     policy.set_adapter("default")
     rm = load_frozen(ctx.recipe.model, critic_init, head="reward")
-    value_head = nn.Linear(rm.config.hidden_size, 1, bias=True)
+    value_head = nn.Linear(rm.config.hidden_size, 1, bias=True, device=rm.score.weight.device)
     with torch.no_grad():
         value_head.weight.copy_(rm.score.weight.float())
         value_head.bias.zero_()

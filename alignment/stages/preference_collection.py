@@ -229,6 +229,6 @@ def run_preference_collection(ctx: StageContext) -> dict:
         sources.update(row["source"] for row in rows)
         print(f"[{cfg.name}] {split}: {report['pairs']} pairs from {report['prompts']} prompts")
     summary["pairs_by_source"] = dict(sources)
-    ctx.dir.write_summary(summary)
+    summary = ctx.write_summary(summary)
     ctx.dir.mark_complete()
     return summary

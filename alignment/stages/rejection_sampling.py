@@ -170,6 +170,7 @@ def sample_answers(
         batch_size=cfg.generation_batch_size,
         max_prompt_tokens=cfg.max_prompt_tokens,
         progress=f"{label}K={n} at T={temperature}" if ctx.recipe.logging.progress else None,
+        split=True,
     ).texts
 
 
@@ -370,7 +371,7 @@ def run_rejection_sampling(ctx: StageContext) -> dict:
     tokenizer = ctx.tokenizer()
     prompts, _, data_report = load_records(ctx, kind="rl_prompts")
     model = ctx.trainable_model()
-    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style)
+    scorer = ctx.reward_scorer(cfg.reward_models, tokenizer, cfg.chat_style, split=True)
     gold_before = cached_gold_suite(ctx, model, tokenizer, "before")
     temperature, sweep = choose_temperature(ctx, model, tokenizer, scorer, prompts, 1)
     pool: dict[str, dict] = {}

@@ -15,6 +15,7 @@ import torch
 
 from alignment.data.chat_format import IGNORE_INDEX, encode_dialogue
 from alignment.errors import PaddockError
+from alignment.placement import module_device, to_device
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig
 from alignment.stages.common import (
@@ -102,6 +103,7 @@ def collate(batch: list[dict], pad_token_id: int) -> dict:
 
 
 def lm_loss(model, batch: dict, num_items: int):
+    batch = to_device(batch, module_device(model))  # the loop's batches are there already
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],

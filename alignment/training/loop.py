@@ -10,7 +10,7 @@ The loop only knows examples (dicts of token lists), a collate function and a lo
 `loss_fn(model, batch, num_items) -> (loss, stats)`; the stage decides what a loss is.
 
 Under several processes (alignment/distributed.py) each process takes every world_size-th example
-of each micro-batch and accelerate wraps the model (DDP, FSDP or DeepSpeed) to average gradients.
+of each micro-batch and accelerate wraps the model (DDP or FSDP) to average gradients.
 The loss is divided by the global item count and scaled by world_size, so the averaged gradient is
 the one-process gradient of the whole batch and the run follows the same trajectory (to float
 summation order). Only the main process logs and checkpoints.
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from alignment import distributed
 from alignment.errors import PaddockError
+from alignment.placement import module_device, to_device
 from alignment.precision import bf16_autocast
 from alignment.recipes.config import field_values, setting
 from alignment.runs import StageDir
@@ -179,7 +180,7 @@ def train(
     # per process.
     accelerator = None if fsdp else distributed.accelerator()
     step_model, step_optimizer = (
-        (net, optimizer) if fsdp else distributed.prepare(model, optimizer, settings.batch_size)
+        (net, optimizer) if fsdp else distributed.prepare(model, optimizer)
     )
     scale = distributed.world_size()
     main = distributed.is_main()
@@ -196,7 +197,8 @@ def train(
         # borrowed example at weight 0, so every process makes the same collective calls.
         weights = [1.0 if ids else 0.0 for ids in shards]
         shards = [ids or whole[:1] for ids, whole in zip(shards, plan[step], strict=True)]
-        micro_batches = [distributed.to_device(collate([examples[i] for i in ids])) for ids in shards]
+        device = module_device(model)
+        micro_batches = [to_device(collate([examples[i] for i in ids]), device) for ids in shards]
         (num_items,) = distributed.all_reduce_sum(
             [sum(b["num_items"] * w for b, w in zip(micro_batches, weights, strict=True))]
         )
@@ -219,7 +221,7 @@ def train(
             grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-        if grad_norm is not None:  # None under DeepSpeed, which clips inside its own step
+        if grad_norm is not None:
             check_finite(grad_norm, "gradient norm", step + 1, [i for ids in shards for i in ids])
         lr = scheduler.get_last_lr()[0]
         step_optimizer.step()
