@@ -82,6 +82,20 @@ def kernel_backend(device: torch.device) -> str:
     return "triton" if device.type == "cuda" and kernels.triton_available() else "torch"
 
 
+def peak_memory_gb(device: torch.device) -> dict:
+    """This process's peak resident host memory so far and, on a GPU, the peak its CUDA allocator
+    handed out, in GB (the process's whole life: a stage's figure includes the stages before it in
+    the same `paddock run`)."""
+    import resource
+
+    import torch
+
+    peak = {"host": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}  # KiB on Linux
+    if device.type == "cuda":
+        peak["gpu"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
+    return peak
+
+
 def placement_record(device: torch.device) -> dict:
     """What a stage ran with, for its summary.json."""
     import torch

@@ -19,7 +19,7 @@ from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_source
 from alignment.data.records import category_of
 from alignment.data.sources import data_path
 from alignment.errors import PaddockError
-from alignment.placement import placement_record, resolve_device
+from alignment.placement import peak_memory_gb, placement_record, resolve_device
 from alignment.plotting import figure, save_plot
 from alignment.precision import bf16_autocast
 from alignment.runs import StageDir, write_json
@@ -80,10 +80,11 @@ class StageContext:
 
     def write_summary(self, summary: dict) -> dict:
         """summary.json with what the stage ran on: device, processes, their backend, the kernel
-        backend, and how many prompts each process generated in this run (rank order; a resumed
-        stage counts only what was left). Every process calls it."""
+        backend, and per process (rank order) how many prompts it generated in this run (a resumed
+        stage counts only what was left) and its peak memory. Every process calls it."""
         record = placement_record(self.device)
         record["prompts_generated_this_run"] = distributed.all_gather_objects(prompts_generated())
+        record["peak_memory_gb_this_run"] = distributed.all_gather_objects(peak_memory_gb(self.device))
         summary = {**summary, "placement": record}
         self.dir.write_summary(summary)
         return summary

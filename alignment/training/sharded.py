@@ -6,11 +6,12 @@ ACCELERATE_USE_FSDP (with torchrun, set it yourself). We call torch's `fully_sha
 than accelerate's FSDP path, because accelerate turns FSDP off on CPU, so its path could not be
 tested here; `fully_shard` runs the same on gloo and NCCL.
 
-The loop trains a sharded copy of the stage's model and, at the end, copies the gathered weights
-back into the stage's own (unsharded) model, so everything after training (evaluation, sampling,
-saving) sees an ordinary module. The price: host memory holds that whole model while the shards
-train (Paddock's stages build models on the CPU). Checkpoints hold full tensors: the trainable weights and an
-optimizer state keyed by parameter name, gathered from every process and written by the main one.
+The loop trains a sharded copy of the stage's model and, at the end, gathers the weights back into
+the stage's own (unsharded) model, so everything after training (evaluation, sampling, saving) sees
+an ordinary module. While the shards train, the original's parameters hold no storage (empty
+tensors of their dtype and device): each process keeps only its shards, not a whole model beside
+them. Checkpoints hold full tensors: the trainable weights and an optimizer state keyed by
+parameter name, gathered from every process and written by the main one.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ShardedModel:
                 fully_shard(module)
         fully_shard(self.work)
         self.trainable = {name for name, p in self.work.named_parameters() if p.requires_grad}
+        for parameter in model.parameters():  # the shards hold the weights now; `finish` refills these
+            parameter.data = torch.empty(0, dtype=parameter.dtype, device=parameter.device)
 
     def checkpoint_state(self, optimizer) -> tuple[dict, dict]:
         """(trainable weights, optimizer state), full tensors; every process must call this (it
@@ -79,5 +82,8 @@ class ShardedModel:
             params = dict(self.model.named_parameters())
             for name, value in full.items():
                 if name in params:
-                    params[name].copy_(value)
+                    params[name].data = value.detach().to(params[name].device).clone()
+        missing = [name for name, p in params.items() if p.numel() == 0 and name not in full]
+        if missing:
+            raise RuntimeError(f"FSDP gathered no weights for {missing[:3]}")
         del self.work
