@@ -28,7 +28,7 @@ Speed: the two sides alternate in one process after a warm-up iteration each; me
 each side runs alone in a fresh subprocess (as benchmarks/train_step.py) and reports how far its
 resident memory rises during one iteration above the level before it, and its whole-process peak.
 
-    python benchmarks/ppo.py [--repeats 3] [--threads 1]
+    python benchmarks/ppo.py [--repeats 3] [--threads 1] [--device cpu]
 
 The last line is a JSON object with `speedup` (transformers seconds / Paddock seconds for a whole
 iteration), per-phase speedups, `peak_memory_ratio` (Paddock / transformers) and
@@ -37,6 +37,13 @@ at all. Scoring and update are forward and backward passes of the same models ov
 tokens on both sides, so this bounds what a faster engine alone can give. `matmul_floor_seconds`
 times the iteration's linear layers alone (bf16, no LoRA, attention, norms or optimizer), and
 `speedup_bound` = transformers seconds / that floor: nothing built on torch's matmuls does better.
+
+`--device cuda` (or cuda:N, auto) puts both sides' models (policy, reference, critic, both RMs) and
+inputs on the GPU, and the memory subprocesses too; the default is the CPU. A GPU that is not there
+is a one-line usage error before any model loads. On the GPU every phase timer waits for the GPU's
+queued work before it is read, and the memory figures are the CUDA allocator's (exact, no sampling):
+`peak_allocated_ratio` replaces `peak_rss_ratio`, as in benchmarks/train_step.py. The CUDA path is
+not yet run on a GPU: only its argument handling is tested (tests/test_benchmarks_device.py).
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, left_pad
 from alignment.data.chat_format import encode_prompt
+from alignment.errors import PaddockError
+from alignment.placement import resolve_device
 from alignment.rl.functional import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -78,7 +87,17 @@ from alignment.rl.ppo import (
 )
 from safety.rewards import RewardScorer
 
-from common import BareLinears, RssSampler, alternate, fastest, machine, median, print_summary, print_table
+from common import (
+    BareLinears,
+    RssSampler,
+    alternate,
+    fastest,
+    machine,
+    median,
+    print_summary,
+    print_table,
+    sync,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "data" / "gym" / "rl_prompts_train.jsonl"
@@ -94,17 +113,22 @@ LR, CRITIC_LR = 1e-6, 5e-6  # the PPO stage's defaults (Llama 2: 1e-6)
 
 
 class Clock:
-    """Sums the seconds spent in named sections until `take` hands them over and starts afresh."""
+    """Sums the seconds spent in named sections until `take` hands them over and starts afresh.
+    On a CUDA `device` each section waits for the GPU as it starts and ends, so it is charged the
+    GPU work it queued and none queued before it."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device | None = None):
         self.times: dict[str, float] = {}
+        self.device = device or torch.device("cpu")
 
     @contextmanager
     def __call__(self, name: str):
+        sync(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
+            sync(self.device)
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
     def take(self) -> dict[str, float]:
@@ -112,7 +136,7 @@ class Clock:
         return times
 
 
-CLOCK = Clock()
+CLOCK = Clock()  # build() points it at the run's device
 
 
 def lora(**extra):
@@ -121,8 +145,8 @@ def lora(**extra):
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(LORA_TARGETS), **extra)
 
 
-def autocast():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def select_prompts(tokenizer, batch: int, target: int, path: Path = PROMPTS) -> tuple[list[dict], list]:
@@ -180,7 +204,7 @@ def iteration_floor(path, args, prompt_width: int) -> float:
     prefill and decode steps, the reference (vocabulary projection over the answers), the critic,
     both RMs, then per minibatch the policy's and the critic's forward and input-gradient
     matmuls. The LoRA matmuls are left out, so this is below what either side must do."""
-    linears = BareLinears(load_model(path, dtype=torch.bfloat16))
+    linears = BareLinears(load_model(path, dtype=torch.bfloat16, device=args.device))
     rows, answer = args.batch, args.new_tokens
     sequence = prompt_width + answer
 
@@ -197,7 +221,7 @@ def iteration_floor(path, args, prompt_width: int) -> float:
                 linears.forward(m * sequence, head_tokens)
                 linears.backward(m * sequence, head_tokens)
 
-    return fastest(job)
+    return fastest(job, device=args.device)
 
 
 # ----------------------------------------------------------------------------------------- Paddock
@@ -235,16 +259,17 @@ class PaddockSide:
     def __init__(self, path, tokenizer, records, prompt_ids, args):
         from peft import get_peft_model
 
-        dtype = getattr(torch, args.base_dtype)
-        policy = get_peft_model(load_model(path, head="causal_lm", dtype=dtype), lora())
+        dtype, device = getattr(torch, args.base_dtype), args.device
+        policy = get_peft_model(load_model(path, head="causal_lm", dtype=dtype, device=device), lora())
         policy.add_adapter("critic", lora())
         policy.set_adapter("default")
         helpful, safety = (
-            load_model(path, head="reward", dtype=dtype).requires_grad_(False).eval() for _ in range(2)
+            load_model(path, head="reward", dtype=dtype, device=device).requires_grad_(False).eval()
+            for _ in range(2)
         )
         for rm in (helpful, safety):
             rm.config.pad_token_id = tokenizer.pad_token_id
-        value_head = nn.Linear(policy.config.hidden_size, 1)
+        value_head = nn.Linear(policy.config.hidden_size, 1, device=device)
         with torch.no_grad():  # as the PPO stage: the value head starts from the helpfulness RM's
             value_head.weight.copy_(helpful.score.weight.float())
             value_head.bias.zero_()
@@ -270,7 +295,7 @@ class PaddockSide:
             optimizer,
             autocast=True,
         )
-        self.records, self.prompt_ids = records, prompt_ids
+        self.records, self.prompt_ids, self.device = records, prompt_ids, device
         sampler = self.trainer.sampler
         if sampler is not None:  # copying the policy into the merged copy is part of generating
             refresh = sampler.refresh
@@ -285,13 +310,16 @@ class PaddockSide:
         """PPOTrainer.iteration, with the rollout and the update timed apart."""
         trainer = self.trainer
         CLOCK.take()
+        sync(self.device)
         start = time.perf_counter()
         with timed_engine():
             rollout = trainer.rollout(self.records, self.prompt_ids, seed)
+        sync(self.device)
         middle = time.perf_counter()
         times = CLOCK.take()
         trainer.policy.eval()
         stats = trainer.train_on(rollout, seed + 1)
+        sync(self.device)
         end = time.perf_counter()
         CLOCK.take()
         return {
@@ -320,7 +348,7 @@ def mask_through_eos(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 on each response token up to and including its first EOS (everything if none)."""
     is_eos = responses == eos_id
     first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, responses.shape[1])
-    return (torch.arange(responses.shape[1])[None] < first[:, None]).long()
+    return (torch.arange(responses.shape[1], device=responses.device)[None] < first[:, None]).long()
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -333,17 +361,21 @@ class TransformersSide:
         from peft import get_peft_model
         from transformers import LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification
 
-        dtype = getattr(torch, args.base_dtype)
-        self.policy = get_peft_model(LlamaForCausalLM.from_pretrained(path, dtype=dtype), lora())
+        dtype, self.device = getattr(torch, args.base_dtype), args.device
+        base = LlamaForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)
+        self.policy = get_peft_model(base, lora())  # PEFT puts each LoRA layer where its base layer is
         helpful, safety = (
             LlamaForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            .to(self.device)
             .requires_grad_(False)
             .eval()
             for _ in range(2)
         )
         for rm in (helpful, safety):
             rm.config.pad_token_id = tokenizer.pad_token_id
-        value_model = LlamaForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+        value_model = LlamaForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype).to(
+            self.device
+        )
         value_model.score.float()  # a trainable head stays fp32, as Paddock's value head
         with torch.no_grad():
             value_model.score.weight.copy_(helpful.score.weight)
@@ -355,7 +387,8 @@ class TransformersSide:
         self.reward_fn = make_reward_fn(RewardScorer(helpful, safety, tokenizer, autocast=True))
         self.tokenizer, self.settings, self.args = tokenizer, settings(args), args
         self.records = records
-        self.input_ids, self.prompt_mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+        input_ids, prompt_mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+        self.input_ids, self.prompt_mask = input_ids.to(self.device), prompt_mask.to(self.device)
 
     def forward_values(self, sequences, attention_mask, prompt_length):
         out = self.critic(
@@ -375,7 +408,7 @@ class TransformersSide:
         self.policy.eval()
         self.critic.eval()
         P = self.input_ids.shape[1]
-        with autocast():
+        with autocast(self.device):
             with CLOCK("generation"):
                 torch.manual_seed(seed)
                 sequences = self.policy.generate(
@@ -403,7 +436,8 @@ class TransformersSide:
             tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
             for ids, m in zip(sequences[:, P:], response_mask, strict=True)
         ]
-        raw = self.reward_fn(self.records, texts, sequences, response_mask)["reward"].float()
+        # The scorer combines the RMs' scores on the CPU; the rest of the rollout is on the device.
+        raw = self.reward_fn(self.records, texts, sequences, response_mask)["reward"].float().to(self.device)
         reward = whiten(raw)  # whiten_rewards="batch", as the Paddock side
         kl = kl_per_token(logprobs, ref, s.kl_estimator) * mask
         rewards = kl_penalised_rewards(reward, kl, mask, s.beta)
@@ -429,9 +463,9 @@ class TransformersSide:
         for _ in range(s.ppo_epochs):
             order = torch.randperm(R, generator=generator)
             for start in range(0, R, s.minibatch_size):
-                idx = order[start : start + s.minibatch_size]
+                idx = order[start : start + s.minibatch_size].to(self.device)
                 seq, att, mask = r["sequences"][idx], r["attention"][idx], r["mask"][idx]
-                with autocast():
+                with autocast(self.device):
                     logits = self.forward_logprobs(seq, att, P)[:, P - 1 : -1].float()
                 logprobs = logits.log_softmax(-1).gather(-1, seq[:, P:, None]).squeeze(-1)
                 with torch.no_grad():
@@ -441,7 +475,7 @@ class TransformersSide:
                 )
                 pg_loss.backward()
                 del logits, logprobs
-                with autocast():
+                with autocast(self.device):
                     values = self.forward_values(seq, att, P).float()
                 vf_loss, _ = clipped_value_loss(
                     values, r["values"][idx], r["returns"][idx], mask, s.value_clip
@@ -456,11 +490,14 @@ class TransformersSide:
 
     def iteration(self, seed: int) -> dict:
         CLOCK.take()
+        sync(self.device)
         start = time.perf_counter()
         rollout = self.rollout(seed)
+        sync(self.device)
         middle = time.perf_counter()
         times = CLOCK.take()
         stats = self.train_on(rollout, seed + 1)
+        sync(self.device)
         end = time.perf_counter()
         CLOCK.take()
         return {
@@ -475,6 +512,8 @@ SIDES = {"paddock": PaddockSide, "transformers": TransformersSide}
 
 
 def build(name: str, path, args):
+    """One side on `args.device`; the phase clock waits for that device."""
+    CLOCK.device = args.device
     tokenizer = load_tokenizer(path)
     records, prompt_ids = select_prompts(tokenizer, args.batch, args.prompt_tokens)
     return SIDES[name](path, tokenizer, records, prompt_ids, args), prompt_ids
@@ -483,13 +522,38 @@ def build(name: str, path, args):
 # ------------------------------------------------------------------------------------------ memory
 
 
+class AllocatorPeak:
+    """RssSampler's figures from the CUDA allocator on a GPU: its peak above the level at start().
+    The caching allocator counts every live tensor byte, so the peak is exact and needs no thread."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        sync(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.before = torch.cuda.memory_allocated(self.device) / 2**20
+
+    def stop(self, key: str = "step_mb") -> dict:
+        """{before_mb, peak_mb, <key>: the rise}, as RssSampler.stop."""
+        sync(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return {"before_mb": self.before, "peak_mb": peak, key: peak - self.before}
+
+
+def memory_sampler(device: torch.device):
+    """Peak memory where the models live: the CUDA allocator's on a GPU, resident memory on the CPU."""
+    return AllocatorPeak(device) if device.type == "cuda" else RssSampler()
+
+
 def measure_memory(name: str, args) -> None:
     """Child process: how far resident memory rises above its pre-iteration level during one
     iteration (after a warm-up one), and the whole process's peak. Started with a low
-    MALLOC_MMAP_THRESHOLD_ so RSS follows live memory; a thread samples it every half millisecond."""
+    MALLOC_MMAP_THRESHOLD_ so RSS follows live memory; a thread samples it every half millisecond.
+    On a GPU the same figures come from the CUDA allocator instead (AllocatorPeak)."""
     side, _ = build(name, prepare(), args)
     side.iteration(seed=0)
-    sampler = RssSampler()
+    sampler = memory_sampler(args.device)
     sampler.start()
     side.iteration(seed=1)
     print(json.dumps(sampler.stop("iteration_mb")))
@@ -505,6 +569,7 @@ def child_memory(name: str, args) -> dict:
         "threads",
         "base_dtype",
         "rollout_logprobs",
+        "device",
     ):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.no_merged_sampling:
@@ -518,19 +583,25 @@ def child_memory(name: str, args) -> dict:
 
 
 def profile_update(path, args) -> None:
-    """Where an update's time goes, by op: one rollout, one update to warm up, one profiled."""
+    """Where an update's time goes, by op: one rollout, one update to warm up, one profiled. On a
+    GPU the kernels are recorded too and the ops are ranked by their GPU time."""
     from torch.profiler import ProfilerActivity, profile
 
     side, _ = build("paddock", path, args)
     trainer = side.trainer
     rollout = trainer.rollout(side.records, side.prompt_ids, seed=0)
     trainer.train_on(rollout, seed=1)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    on_gpu = args.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
         trainer.train_on(rollout, seed=2)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_update))
+        sync(args.device)
+    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=args.profile_update))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, separate from main() so that tests can parse it without running anything."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
@@ -560,8 +631,29 @@ def main() -> None:
         metavar="ROWS",
         help="instead of the comparison, profile one Paddock update and print the ROWS costliest ops",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where both sides' models, inputs and memory subprocesses go: cpu, cuda, cuda:N or auto",
+    )
     parser.add_argument("--measure-memory", choices=sorted(SIDES), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments with `device` resolved before any model loads; a GPU that is not there is a
+    one-line usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device)
+    except PaddockError as error:
+        parser.error(str(error))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
@@ -572,8 +664,8 @@ def main() -> None:
         return profile_update(prepare(), args)
 
     path = prepare()
-    print(f"machine: {machine()}")
-    print(f"load: {os.getloadavg()}")
+    print(f"machine: {machine(args.device)}")
+    print(f"device: {args.device}, load: {os.getloadavg()}")
     sides = {}
     for name in SIDES:
         sides[name], prompt_ids = build(name, path, args)
@@ -603,6 +695,7 @@ def main() -> None:
             memory[name] = child_memory(name, args)
             print(f"memory {name}: {memory[name]}", flush=True)
 
+    on_gpu = args.device.type == "cuda"
     keys = [*PHASES, "seconds"]
     med = {
         name: {k: median(runs, k) for k in [*keys, "reference", "values", "rewards"]}
@@ -629,7 +722,7 @@ def main() -> None:
         )
         rows.append(
             [
-                "peak RSS MB",
+                "peak allocated MB" if on_gpu else "peak RSS MB",
                 f"{memory['paddock']['peak_mb']:.0f}",
                 f"{memory['transformers']['peak_mb']:.0f}",
                 "",
@@ -646,6 +739,7 @@ def main() -> None:
     )
     summary = {
         "benchmark": "ppo",
+        "device": str(args.device),
         "speedup": round(theirs["seconds"] / ours["seconds"], 2),
         "phase_speedup": {k: round(theirs[k] / ours[k], 2) for k in PHASES},
         "speedup_bound_free_generation": round(bound, 2),
@@ -664,7 +758,9 @@ def main() -> None:
         summary["peak_memory_ratio"] = round(
             memory["paddock"]["iteration_mb"] / memory["transformers"]["iteration_mb"], 2
         )
-        summary["peak_rss_ratio"] = round(memory["paddock"]["peak_mb"] / memory["transformers"]["peak_mb"], 2)
+        summary["peak_allocated_ratio" if on_gpu else "peak_rss_ratio"] = round(
+            memory["paddock"]["peak_mb"] / memory["transformers"]["peak_mb"], 2
+        )
     print_summary(summary)
 
 

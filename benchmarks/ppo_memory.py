@@ -123,9 +123,15 @@ def main(argv=None) -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
     ).stdout.strip()
     peaks = measure(repo, args.processes)
-    print(
-        json.dumps({"peak_rss_gb": peaks, "processes": args.processes, "repo": str(repo), "commit": commit})
-    )
+    result = {
+        "peak_rss_gb": peaks,
+        "runtime_rss_gb": runtime_rss_gb(repo),
+        "processes": args.processes,
+        "commit": commit,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({**result, "repo": str(repo)}))
 
 
 if __name__ == "__main__":

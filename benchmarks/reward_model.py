@@ -5,13 +5,13 @@ num_labels=1 and pad_token_id set, its score head copied from Paddock's so both 
 same data (the first N gym helpfulness pairs in order, chat-template formatted: Paddock through
 `encode_pair`, TRL from the conversational prompt/chosen/rejected it tokenizes itself), same batch
 (8 pairs = 16 sequences in one forward: Paddock packs them into one row without padding, as its
-reward_model stage does; TRL pads them to [16, T]), fp32 weights under bf16 autocast (Paddock:
-torch.autocast; TRL: `bf16=True, use_cpu=True`), the same optimizer (torch's fused AdamW, TRL's
-default `adamw_torch_fused` and what Paddock's loop builds; lr 1e-5, betas (0.9, 0.999), eps 1e-8,
-no weight decay, constant lr), gradient clipping at 1.0 in both (Paddock's loop and Trainer both
-clip by default), no gradient checkpointing (TRL's default turns it on; off here so both do the
-same work), margin none for both (or `--margin small`: the paper's rating margins, TRL through its
-`margin` column).
+reward_model stage does; TRL pads them to [16, T]), the same device (`--device` below), fp32
+weights under bf16 autocast (Paddock: torch.autocast; TRL: `bf16=True`), the same optimizer
+(torch's fused AdamW, TRL's default `adamw_torch_fused` and what Paddock's loop builds; lr 1e-5,
+betas (0.9, 0.999), eps 1e-8, no weight decay, constant lr), gradient clipping at 1.0 in both
+(Paddock's loop and Trainer both clip by default), no gradient checkpointing (TRL's default turns
+it on; off here so both do the same work), margin none for both (or `--margin small`: the paper's
+rating margins, TRL through its `margin` column).
 
 One Paddock step = the reward_model stage's training step as the loop runs it: the stage's
 `collate` (packed) of 8 pre-encoded pairs, its `rm_loss` under autocast, backward, clip, the
@@ -20,15 +20,27 @@ loop's `make_optimizer` AdamW step, scheduler step, zero_grad. One TRL step = ev
 optimizer and scheduler step, zero_grad, logging bookkeeping). Speed: one `trainer.train()` run;
 after TRL's warm-up, a callback runs Paddock's steps in rounds between TRL's rounds (Paddock k,
 TRL k, Paddock k, ...), the step index advancing through the same batches for both; medians of
-per-step time. Peak memory: each contender alone in a fresh subprocess, resident memory above
-its level before the measured step (after a first full step, so optimizer state is already in
-the baseline).
+per-step time. Peak memory: each contender alone in a fresh subprocess, resident memory (the
+CUDA allocator's on a GPU) above its level before the measured step (after a first full step, so
+optimizer state is already in the baseline).
 
     pip install -e '.[bench]'   # TRL: the only user of it in the project
     python benchmarks/reward_model.py [--rounds 3] [--steps 4] [--warmup 2] [--batch 8] [--padded]
+                                      [--device cpu]
 
 `--padded` runs Paddock on right-padded batches instead (the stage's `packing: false`). On a
 busy machine set OMP_NUM_THREADS=1: both contenders (and the memory subprocesses) use it.
+
+`--device` is the CPU by default: Paddock's model and batches stay there and TRL runs with
+`use_cpu=True`. `--device cuda` puts Paddock's model and batches on the GPU and leaves TRL's
+`use_cpu` off, so its Trainer moves the model to the GPU itself; the memory subprocesses follow,
+with the CUDA allocator's peak in place of resident memory (`peak_allocated_ratio` replaces
+`peak_rss_ratio`, as in benchmarks/train_step.py), and every step timer waits for the GPU before
+it is read. Trainer always takes the first visible GPU (and spreads over several with
+DataParallel), so with more than one GPU visible the run is refused: choose one with
+CUDA_VISIBLE_DEVICES. A GPU that is not there is a one-line usage error before any model loads.
+The CUDA path is not yet run on a GPU: only its argument handling is tested
+(tests/test_benchmarks_device.py).
 
 The last line is a JSON object with `speedup` (Paddock pairs/s / TRL pairs/s), `peak_memory_ratio`
 (Paddock / TRL), pairs/s, mean tokens per sequence and tokens computed per step of each.
@@ -53,11 +65,13 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.data.loading import load_preferences
 from alignment.data.margins import margin_table, pair_margin
+from alignment.errors import PaddockError
+from alignment.placement import resolve_device, to_device
 from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.scoring import encode_pair, supports_packing
 from reward_models.training import collate, rm_loss
 
-from common import RssSampler, machine, print_summary, print_table
+from common import RssSampler, machine, print_summary, print_table, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "data" / "gym" / "helpfulness_pairs_train.jsonl"
@@ -84,8 +98,9 @@ def margins(pairs, mode: str) -> list[float]:
 
 class PaddockContender:
     def __init__(self, path, pairs, args):
+        self.device = args.device
         self.tokenizer = load_tokenizer(path)
-        self.model = load_model(path, head="reward", dtype=torch.float32).train()
+        self.model = load_model(path, head="reward", dtype=torch.float32, device=self.device).train()
         settings = LoopSettings(
             learning_rate=LR, epochs=1, batch_size=args.batch, weight_decay=0.0, betas=BETAS, adam_eps=EPS
         )
@@ -109,7 +124,8 @@ class PaddockContender:
             self.tokenizer.pad_token_id,
             self.packed,
         )
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        batch = to_device(batch, self.device)  # as the loop moves each micro-batch to its model
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
             loss, _stats = rm_loss(self.model, batch, batch["num_items"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
@@ -117,7 +133,7 @@ class PaddockContender:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.computed.append(batch["input_ids"].numel())
-        self.losses.append(float(loss))
+        self.losses.append(float(loss.detach()))
 
     def sequence_lengths(self) -> list[int]:
         return [len(ex[key]) for ex in self.examples for key in ("chosen", "rejected")]
@@ -155,7 +171,7 @@ def trl_trainer(path, pairs, args, max_steps: int, callbacks, output_dir: str, s
             row["margin"] = m
     config = RewardConfig(
         output_dir=output_dir,
-        use_cpu=True,
+        use_cpu=args.device.type == "cpu",  # off: Trainer puts the model on the (one visible) GPU
         bf16=True,
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
@@ -203,6 +219,7 @@ def make_interleave_callback(paddock: PaddockContender, args, times: dict):
             self.last = time.perf_counter()
 
         def on_step_end(self, _args, state, _control, **_kwargs):
+            sync(args.device)  # TRL's step ends when the GPU has done its work, not when it is queued
             now = time.perf_counter()
             done = state.global_step  # TRL steps finished; the one just ended used batch done - 1
             measured = done - args.warmup
@@ -216,6 +233,7 @@ def make_interleave_callback(paddock: PaddockContender, args, times: dict):
                 for index in range(done, done + args.steps):  # the batches TRL takes next
                     start = time.perf_counter()
                     paddock.step(index)
+                    sync(args.device)
                     rnd.append(time.perf_counter() - start)
                 times["paddock"] += rnd
                 print(f"  round {measured // args.steps + 1}/{args.rounds} paddock: {fmt(rnd)}", flush=True)
@@ -231,12 +249,37 @@ def fmt(seconds: list[float]) -> str:
 # ---- memory ------------------------------------------------------------------------------------
 
 
+class AllocatorPeak:
+    """RssSampler's figures from the CUDA allocator on a GPU: its peak above the level at start().
+    The caching allocator counts every live tensor byte, so the peak is exact and needs no thread."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        sync(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.before = torch.cuda.memory_allocated(self.device) / 2**20
+
+    def stop(self, key: str = "step_mb") -> dict:
+        """{before_mb, peak_mb, <key>: the rise}, as RssSampler.stop."""
+        sync(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return {"before_mb": self.before, "peak_mb": peak, key: peak - self.before}
+
+
+def memory_sampler(device: torch.device):
+    """Peak memory where the models live: the CUDA allocator's on a GPU, resident memory on the CPU."""
+    return AllocatorPeak(device) if device.type == "cuda" else RssSampler()
+
+
 def measure_memory(name: str, args) -> None:
     """Child process (started with MALLOC_MMAP_THRESHOLD_ low so RSS follows live memory): one
-    full step to build optimizer state and touch the weights, then the rise during the second."""
+    full step to build optimizer state and touch the weights, then the rise during the second.
+    On a GPU the figures are the CUDA allocator's (AllocatorPeak)."""
     path = prepare()
     pairs = load_pairs(2 * args.batch)
-    sampler = RssSampler()
+    sampler = memory_sampler(args.device)
     if name == "paddock":
         paddock = PaddockContender(path, pairs, args)
         paddock.step(0)
@@ -263,7 +306,8 @@ def measure_memory(name: str, args) -> None:
 # ---- main --------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, separate from main() so that tests can parse it without running anything."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="steps per contender per round")
@@ -272,8 +316,35 @@ def main() -> None:
     parser.add_argument("--margin", choices=["none", "small", "large"], default="none")
     parser.add_argument("--padded", action="store_true", help="Paddock on padded batches, not packed")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where both contenders train (and the memory subprocesses run): cpu, cuda, cuda:N or auto",
+    )
     parser.add_argument("--measure-memory", choices=["paddock", "trl"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments with `device` resolved before any model loads: a GPU that is not there, or one
+    GPU among several (TRL's Trainer would take the first visible one, or all of them), is a
+    one-line usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device)
+    except PaddockError as error:
+        parser.error(str(error))
+    if args.device.type == "cuda" and torch.cuda.device_count() > 1:
+        parser.error(
+            f"device {args.device}: {torch.cuda.device_count()} GPUs visible and TRL's Trainer takes the "
+            "first (or all, with DataParallel); show it one with CUDA_VISIBLE_DEVICES=N and use --device cuda"
+        )
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.measure_memory:
         return measure_memory(args.measure_memory, args)
@@ -281,10 +352,11 @@ def main() -> None:
     path = prepare()
     total_steps = args.warmup + args.rounds * args.steps
     pairs = load_pairs(total_steps * args.batch)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(
-        f"{len(pairs)} gym helpfulness pairs, {args.batch} pairs/step ({2 * args.batch} sequences, one "
-        f"forward; Paddock {'padded' if args.padded else 'packed'}, TRL padded), "
+        f"device {args.device}; {len(pairs)} gym helpfulness pairs, {args.batch} pairs/step "
+        f"({2 * args.batch} sequences, one forward; Paddock {'padded' if args.padded else 'packed'}, "
+        "TRL padded), "
         f"fp32 weights, bf16 autocast, fused AdamW lr {LR}, clip {MAX_GRAD_NORM}, margin {args.margin}; "
         f"{args.warmup} warm-up steps each, then {args.rounds} rounds x {args.steps} steps alternating"
     )
@@ -303,7 +375,7 @@ def main() -> None:
         optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         groups = optimizer.param_groups
         print(
-            f"trl: mixed_precision={trainer.accelerator.mixed_precision}, "
+            f"trl: device={trainer.args.device}, mixed_precision={trainer.accelerator.mixed_precision}, "
             f"checkpointing={trainer.model.is_activation_checkpointing}, optimizer={type(optimizer).__name__}"
             f"(lr={sorted({g['lr'] for g in groups})}, "
             f"weight_decay={sorted({g['weight_decay'] for g in groups})}"
@@ -332,11 +404,13 @@ def main() -> None:
     if not args.skip_memory:
         for name in ("paddock", "trl"):
             cmd = [sys.executable, __file__, "--measure-memory", name, "--batch", str(args.batch)]
+            cmd += ["--device", str(args.device)]
             cmd += ["--margin", args.margin] + (["--padded"] if args.padded else [])
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
             memory[name] = json.loads(out.strip().splitlines()[-1])
 
+    on_gpu = args.device.type == "cuda"
     labels = {"paddock": "Paddock (loop step)", "trl": "TRL RewardTrainer"}
     rows = [
         [
@@ -361,12 +435,13 @@ def main() -> None:
             "tokens/seq",
             "tokens computed/step",
             "step memory MB",
-            "peak RSS MB",
+            "peak allocated MB" if on_gpu else "peak RSS MB",
         ],
         rows,
     )
     summary = {
         "benchmark": "reward_model",
+        "device": str(args.device),
         "speedup": round(rate["paddock"] / rate["trl"], 2),
         "pairs_per_s": {k: round(v, 2) for k, v in rate.items()},
         "mean_tokens_per_sequence": {k: round(v, 2) for k, v in mean_tokens.items()},
@@ -379,7 +454,9 @@ def main() -> None:
     }
     if memory:
         summary["peak_memory_ratio"] = round(memory["paddock"]["step_mb"] / memory["trl"]["step_mb"], 2)
-        summary["peak_rss_ratio"] = round(memory["paddock"]["peak_mb"] / memory["trl"]["peak_mb"], 2)
+        summary["peak_allocated_ratio" if on_gpu else "peak_rss_ratio"] = round(
+            memory["paddock"]["peak_mb"] / memory["trl"]["peak_mb"], 2
+        )
         summary["step_memory_mb"] = {k: round(v["step_mb"]) for k, v in memory.items()}
     print_summary(summary)
 

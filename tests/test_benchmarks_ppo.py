@@ -25,6 +25,7 @@ ARGS = argparse.Namespace(
     base_dtype="float32",
     no_merged_sampling=False,
     rollout_logprobs="policy",
+    device=torch.device("cpu"),  # as parse_args resolves --device (tests/test_benchmarks_device.py)
 )
 
 
