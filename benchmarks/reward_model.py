@@ -71,7 +71,7 @@ from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.scoring import encode_pair, supports_packing
 from reward_models.training import collate, rm_loss
 
-from common import RssSampler, machine, print_summary, print_table, sync
+from common import machine, memory_sampler, print_summary, print_table, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "data" / "gym" / "helpfulness_pairs_train.jsonl"
@@ -247,30 +247,6 @@ def fmt(seconds: list[float]) -> str:
 
 
 # ---- memory ------------------------------------------------------------------------------------
-
-
-class AllocatorPeak:
-    """RssSampler's figures from the CUDA allocator on a GPU: its peak above the level at start().
-    The caching allocator counts every live tensor byte, so the peak is exact and needs no thread."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def start(self) -> None:
-        sync(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        self.before = torch.cuda.memory_allocated(self.device) / 2**20
-
-    def stop(self, key: str = "step_mb") -> dict:
-        """{before_mb, peak_mb, <key>: the rise}, as RssSampler.stop."""
-        sync(self.device)
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return {"before_mb": self.before, "peak_mb": peak, key: peak - self.before}
-
-
-def memory_sampler(device: torch.device):
-    """Peak memory where the models live: the CUDA allocator's on a GPU, resident memory on the CPU."""
-    return AllocatorPeak(device) if device.type == "cuda" else RssSampler()
 
 
 def measure_memory(name: str, args) -> None:

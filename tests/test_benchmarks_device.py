@@ -119,7 +119,9 @@ def test_the_rm_benchmark_refuses_one_gpu_among_several(scripts, one_gpu, monkey
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_cpu_memory_is_resident_memory(scripts, script):
-    assert isinstance(scripts[script].memory_sampler(torch.device("cpu")), scripts[script].RssSampler)
+    import common  # benchmarks/common.py, on the path the scripts were loaded with
+
+    assert isinstance(scripts[script].memory_sampler(torch.device("cpu")), common.RssSampler)
 
 
 @pytest.fixture(scope="module")
