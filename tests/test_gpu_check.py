@@ -68,7 +68,11 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_3():
 def test_the_make_target_runs_the_script_with_the_venv_or_python3_and_installs_nothing():
     def recipe(*variables: str) -> list[str]:
         dry = subprocess.run(
-            ["make", "-n", "gpu-check", *variables], cwd=REPO, capture_output=True, text=True, check=True
+            ["make", "--no-print-directory", "-n", "gpu-check", *variables],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return dry.stdout.splitlines()
 
