@@ -220,3 +220,17 @@ class AllocatorPeak:
 def memory_sampler(device: torch.device):
     """Peak memory where the models live: the CUDA allocator's on a GPU, resident memory on the CPU."""
     return AllocatorPeak(device) if device.type == "cuda" else RssSampler()
+
+
+def parse_device_args(parser, argv=None):
+    """`parser`'s arguments with `device` resolved as `model.device` is (alignment/placement.py),
+    before any model loads: a GPU that is not there is a one-line usage error."""
+    from alignment.errors import PaddockError
+    from alignment.placement import resolve_device
+
+    args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device)
+    except PaddockError as error:
+        parser.error(str(error))
+    return args

@@ -28,10 +28,18 @@ from transformers import AutoModelForCausalLM
 from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
-from alignment.errors import PaddockError
-from alignment.placement import resolve_device
 
-from common import BareLinears, alternate, fastest, machine, median, print_summary, print_table, sync
+from common import (
+    BareLinears,
+    alternate,
+    fastest,
+    machine,
+    median,
+    parse_device_args,
+    print_summary,
+    print_table,
+    sync,
+)
 
 NATIVE = "llama.cpp bfloat16 (no sampling)"
 
@@ -111,11 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Arguments checked before any model loads: a device that is not there, or llama.cpp's CPU
     build timed against a GPU run, is a one-line usage error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.device = resolve_device(args.device)
-    except PaddockError as error:
-        parser.error(str(error))
+    args = parse_device_args(parser, argv)
     if args.llama_cpp and args.device.type != "cpu":
         parser.error("--llama-cpp times a CPU build; use it with --device cpu")
     return args

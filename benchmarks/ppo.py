@@ -65,8 +65,6 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, left_pad
 from alignment.data.chat_format import encode_prompt
-from alignment.errors import PaddockError
-from alignment.placement import resolve_device
 from alignment.rl.functional import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -94,6 +92,7 @@ from common import (
     machine,
     median,
     memory_sampler,
+    parse_device_args,
     print_summary,
     print_table,
     sync,
@@ -619,13 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Arguments with `device` resolved before any model loads; a GPU that is not there is a
     one-line usage error."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.device = resolve_device(args.device)
-    except PaddockError as error:
-        parser.error(str(error))
-    return args
+    return parse_device_args(build_parser(), argv)
 
 
 def main() -> None:

@@ -65,13 +65,12 @@ from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.data.loading import load_preferences
 from alignment.data.margins import margin_table, pair_margin
-from alignment.errors import PaddockError
-from alignment.placement import resolve_device, to_device
+from alignment.placement import to_device
 from alignment.training.loop import LoopSettings, make_optimizer
 from reward_models.scoring import encode_pair, supports_packing
 from reward_models.training import collate, rm_loss
 
-from common import machine, memory_sampler, print_summary, print_table, sync
+from common import machine, memory_sampler, parse_device_args, print_summary, print_table, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "data" / "gym" / "helpfulness_pairs_train.jsonl"
@@ -306,11 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     GPU among several (TRL's Trainer would take the first visible one, or all of them), is a
     one-line usage error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.device = resolve_device(args.device)
-    except PaddockError as error:
-        parser.error(str(error))
+    args = parse_device_args(parser, argv)
     if args.device.type == "cuda" and torch.cuda.device_count() > 1:
         parser.error(
             f"device {args.device}: {torch.cuda.device_count()} GPUs visible and TRL's Trainer takes the "

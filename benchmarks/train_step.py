@@ -31,10 +31,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from alignment import load_model
 from alignment.base_model.default_models import prepare
-from alignment.errors import PaddockError
-from alignment.placement import resolve_device
 
-from common import RssSampler, alternate, machine, median, print_summary, print_table, sync
+from common import RssSampler, alternate, machine, median, parse_device_args, print_summary, print_table, sync
 
 
 def load(name: str, path, device: torch.device):
@@ -124,13 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Arguments with `device` resolved; a GPU that is not there is a one-line usage error."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.device = resolve_device(args.device)
-    except PaddockError as error:
-        parser.error(str(error))
-    return args
+    return parse_device_args(build_parser(), argv)
 
 
 def main() -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
 
-from tests.conftest import tiny_config
+from tests.test_benchmarks_ppo import tiny_checkpoint  # noqa: F401  (fixture: the random Llama both load)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -124,25 +123,7 @@ def test_cpu_memory_is_resident_memory(scripts, script):
     assert isinstance(scripts[script].memory_sampler(torch.device("cpu")), common.RssSampler)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, smollm2_tokenizer):
-    """A 2-layer random Llama with the SmolLM2 vocabulary, saved in the HF layout both contenders load."""
-    torch.manual_seed(0)
-    tokenizer = smollm2_tokenizer
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    path = tmp_path_factory.mktemp("tiny_llama_rm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def test_the_rm_benchmark_on_the_cpu_keeps_both_contenders_there(scripts, tiny_checkpoint, tmp_path):
+def test_the_rm_benchmark_on_the_cpu_keeps_both_contenders_there(scripts, tiny_checkpoint, tmp_path):  # noqa: F811
     """--device cpu (the default): Paddock's loop step runs on the CPU and TRL is told use_cpu."""
     pytest.importorskip("trl")
     bench = scripts["reward_model"]
