@@ -97,8 +97,5 @@ def answer(
             bar.update(len(batch))
     bar.close()
     model.train(was_training)
-    if split and distributed.enabled():
-        for part in distributed.all_gather_objects(texts_by_batch):
-            texts_by_batch.update(part)
-    texts = [text for index in sorted(texts_by_batch) for text in texts_by_batch[index]]
+    texts = distributed.gather_batches(texts_by_batch, across_processes=split)
     return Answers(texts, outputs, prompt_ids)

@@ -116,6 +116,15 @@ def my_batches(n_batches: int) -> list[int]:
     return [i for i in range(n_batches) if (i + offset) % world_size() == rank()]
 
 
+def gather_batches(results: dict[int, list], across_processes: bool = True) -> list:
+    """Results by batch index ({index: items}) as one list in batch order: with `across_processes`,
+    every process's `my_batches` results, else (or with one process) this process's own."""
+    if across_processes and enabled():
+        for part in all_gather_objects(results):
+            results = {**results, **part}
+    return [item for index in sorted(results) for item in results[index]]
+
+
 def check_batch(batch_size: int, what: str) -> None:
     """Each process must get at least one example of every micro-batch, or DDP would wait forever
     for a gradient that never comes."""

@@ -82,8 +82,7 @@ def make_pair_batch(encoded, pad_token_id: int, packed: bool) -> dict:
 
 
 def rewards(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen [B], r_rejected [B]) for a pair batch, padded or packed, on the model's device."""
-    batch = to_device(batch, module_device(model))
+    """(r_chosen [B], r_rejected [B]) for a pair batch, padded or packed, already on the model's device."""
     if "sequence_lengths" in batch:
         output = model(input_ids=batch["input_ids"], sequence_lengths=batch["sequence_lengths"])
     else:
@@ -116,7 +115,8 @@ def score_pairs(
             encoded = [
                 encode_pair(p, tokenizer, style, max_length) for p in pairs[start : start + batch_size]
             ]
-            c, r = rewards(model, make_pair_batch(encoded, tokenizer.pad_token_id, packed))
+            batch = to_device(make_pair_batch(encoded, tokenizer.pad_token_id, packed), module_device(model))
+            c, r = rewards(model, batch)
             chosen.append(c.float())
             rejected.append(r.float())
     if not chosen:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from alignment.data.margins import margin_table, pair_margin
+from alignment.placement import module_device, to_device
 from reward_models.losses import margin_ranking_loss
 from reward_models.scoring import encode_pair, make_pair_batch, rewards
 
@@ -38,10 +39,10 @@ def rm_loss(model, batch: dict, num_items: int):
 def quick_accuracy(
     model, examples: list[dict], pad_token_id: int, batch_size: int = 16, packed: bool = False
 ) -> dict:
-    correct, total = 0, 0
+    correct, total, device = 0, 0, module_device(model)
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], pad_token_id, packed)
+            batch = to_device(collate(examples[start : start + batch_size], pad_token_id, packed), device)
             chosen, rejected = rewards(model, batch)
             correct += int((chosen > rejected).sum())
             total += len(chosen)

@@ -58,13 +58,8 @@ def rm_scores(
         for index in distributed.my_batches(len(starts)) if split else range(len(starts)):
             ids, mask = right_pad(rows[starts[index] : starts[index] + batch_size], tokenizer.pad_token_id)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            scores[index] = logits.squeeze(-1).float().cpu()  # combined on the CPU
-    if split and distributed.enabled():
-        for part in distributed.all_gather_objects({i: s.tolist() for i, s in scores.items()}):
-            scores.update(
-                {i: torch.tensor(s, dtype=torch.float32) for i, s in part.items() if i not in scores}
-            )
-    return torch.cat([scores[i] for i in sorted(scores)]) if scores else torch.zeros(0)
+            scores[index] = logits.squeeze(-1).float().cpu().tolist()  # combined on the CPU
+    return torch.tensor(distributed.gather_batches(scores, across_processes=split), dtype=torch.float32)
 
 
 class RewardScorer:

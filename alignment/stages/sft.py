@@ -103,7 +103,6 @@ def collate(batch: list[dict], pad_token_id: int) -> dict:
 
 
 def lm_loss(model, batch: dict, num_items: int):
-    batch = to_device(batch, module_device(model))  # the loop's batches are there already
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -114,10 +113,10 @@ def lm_loss(model, batch: dict, num_items: int):
 
 
 def token_weighted_loss(model, examples: list[dict], pad_token_id: int, batch_size: int = 8) -> float:
-    total, count = 0.0, 0
+    total, count, device = 0.0, 0, module_device(model)
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], pad_token_id)
+            batch = to_device(collate(examples[start : start + batch_size], pad_token_id), device)
             total += float(lm_loss(model, batch, 1)[0])  # num_items=1: the summed loss
             count += batch["num_items"]
     return total / max(count, 1)

@@ -179,9 +179,7 @@ def train(
     # The scheduler stays on the bare optimizer: accelerate's prepared scheduler would step once
     # per process.
     accelerator = None if fsdp else distributed.accelerator()
-    step_model, step_optimizer = (
-        (net, optimizer) if fsdp else distributed.prepare(model, optimizer)
-    )
+    step_model, step_optimizer = (net, optimizer) if fsdp else distributed.prepare(model, optimizer)
     scale = distributed.world_size()
     main = distributed.is_main()
     net.train()
@@ -190,6 +188,7 @@ def train(
         total=total, initial=start, desc=description, disable=not (settings.progress and main), unit="step"
     )
     last = {}
+    device = module_device(model)  # where every micro-batch goes
     for step in range(start, total):
         began = time.perf_counter()
         shards = [distributed.shard(ids) for ids in plan[step]]
@@ -197,7 +196,6 @@ def train(
         # borrowed example at weight 0, so every process makes the same collective calls.
         weights = [1.0 if ids else 0.0 for ids in shards]
         shards = [ids or whole[:1] for ids, whole in zip(shards, plan[step], strict=True)]
-        device = module_device(model)
         micro_batches = [to_device(collate([examples[i] for i in ids]), device) for ids in shards]
         (num_items,) = distributed.all_reduce_sum(
             [sum(b["num_items"] * w for b, w in zip(micro_batches, weights, strict=True))]
