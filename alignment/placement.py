@@ -72,14 +72,10 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def kernel_backend(device: torch.device) -> str:
-    """The kernel backend the model's fused ops pick for tensors on `device`
-    (alignment/base_model/kernels)."""
-    from alignment.base_model import kernels
+    """The kernel backend the model's fused ops pick for tensors on `device`."""
+    from alignment.base_model.kernels import backend_for
 
-    mode = kernels.kernel_mode()
-    if mode != "auto":
-        return mode
-    return "triton" if device.type == "cuda" and kernels.triton_available() else "torch"
+    return backend_for(device)
 
 
 def peak_memory_gb(device: torch.device) -> dict:

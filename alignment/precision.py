@@ -11,12 +11,12 @@ from contextlib import nullcontext
 
 import torch
 
+from alignment.placement import module_device
+
 
 def device_type(model: torch.nn.Module) -> str:
     """ "cpu", "cuda", ...: where the model's first parameter lives (the CPU for a model without any)."""
-    for parameter in model.parameters():
-        return parameter.device.type
-    return "cpu"
+    return module_device(model).type
 
 
 def bf16_autocast(model: torch.nn.Module, enabled: bool = True):

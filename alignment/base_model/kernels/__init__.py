@@ -29,6 +29,7 @@ _forced: str | None = None  # a plain global, not a ContextVar: torch.compile gu
 __all__ = [
     "MODES",
     "apply_rope",
+    "backend_for",
     "fused_linear_cross_entropy",
     "fused_linear_logprobs",
     "kernel_mode",
@@ -69,13 +70,19 @@ def use_reference_kernels():
     return use_kernels("reference")
 
 
-def _backend(t: torch.Tensor) -> str:
+def backend_for(device: torch.device) -> str:
+    """The backend the fused ops use for tensors on `device`: the forced mode, or in `auto` the
+    Triton kernels on CUDA (when Triton is installed) and torch's ops elsewhere."""
     mode = kernel_mode()
     if mode == "auto":
-        return "triton" if t.is_cuda and triton_available() else "torch"
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
     if mode == "triton" and not triton_available():
         raise RuntimeError(f"{ENV_VAR}=triton but triton is not installed")
     return mode
+
+
+def _backend(t: torch.Tensor) -> str:
+    return backend_for(t.device)
 
 
 def _module(backend: str):
