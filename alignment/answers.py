@@ -72,30 +72,59 @@ def answer(
     """`sampling.n` answers to each conversation (prompt-major order). Batches are seeded from
     `sampling.seed` and their index, so the answers do not depend on the batch they fell in.
     `progress`: a description for a progress bar over the prompts (None: no bar). `split`: share
-    the batches among processes (module docstring); `outputs` then holds this process's only."""
+    the batches among processes (module docstring); `outputs` then holds this process's only.
+    `model`: a model (Paddock's engine runs on it) or an external engine from `StageContext.sampler`,
+    which answers all of this process's batches in one request (one `outputs` entry)."""
     from tqdm.auto import tqdm
 
     prompt_ids = [encode_prompt(c, tokenizer, style=style) for c in conversations]
     if max_prompt_tokens:
         prompt_ids = [ids[-max_prompt_tokens:] for ids in prompt_ids]
-    was_training = model.training
-    model.eval()
-    texts_by_batch, outputs = {}, []
     starts = range(0, len(prompt_ids), batch_size)
     mine = distributed.my_batches(len(starts)) if split else list(range(len(starts)))
-    context = bf16_autocast(model, autocast)
-    total = sum(len(prompt_ids[starts[i] : starts[i] + batch_size]) for i in mine)
+    batches = {index: prompt_ids[starts[index] : starts[index] + batch_size] for index in mine}
+    seeds = {index: None if sampling.seed is None else sampling.seed * 1_000_003 + index for index in mine}
+    total = sum(len(batch) for batch in batches.values())
     bar = tqdm(total=total, desc=progress, unit="prompt", disable=progress is None, leave=False)
-    with context:
-        for index in mine:
-            batch = prompt_ids[starts[index] : starts[index] + batch_size]
-            seed = None if sampling.seed is None else sampling.seed * 1_000_003 + index
-            out = generate_from_tokens(model, batch, replace(sampling, seed=seed), tokenizer)
-            outputs.append(out)
-            texts_by_batch[index] = decode_responses(tokenizer, out)
-            _generated["prompts"] += len(batch)
-            bar.update(len(batch))
+    if hasattr(model, "generate_tokens"):  # an external engine (alignment/engines)
+        texts_by_batch, outputs = _engine_answers(model, tokenizer, batches, seeds, sampling, bar)
+    else:
+        texts_by_batch, outputs = {}, []
+        was_training = model.training
+        model.eval()
+        with bf16_autocast(model, autocast):
+            for index, batch in batches.items():
+                out = generate_from_tokens(model, batch, replace(sampling, seed=seeds[index]), tokenizer)
+                outputs.append(out)
+                texts_by_batch[index] = decode_responses(tokenizer, out)
+                bar.update(len(batch))
+        model.train(was_training)
     bar.close()
-    model.train(was_training)
+    _generated["prompts"] += total
     texts = distributed.gather_batches(texts_by_batch, across_processes=split)
     return Answers(texts, outputs, prompt_ids)
+
+
+def _engine_answers(engine, tokenizer, batches: dict, seeds: dict, sampling: SamplingConfig, bar):
+    """All of this process's batches in one request, so the engine can batch them continuously;
+    prompt j of batch b is seeded with b's seed + j."""
+    prompts = [ids for batch in batches.values() for ids in batch]
+    if not prompts:  # another process has all the batches
+        return {}, []
+    per_prompt = [
+        None if seeds[index] is None else seeds[index] + j
+        for index, batch in batches.items()
+        for j in range(len(batch))
+    ]
+    done = {"prompts": 0}
+
+    def advance(finished: int) -> None:
+        bar.update(finished - done["prompts"])
+        done["prompts"] = finished
+
+    out = engine.generate_tokens(prompts, sampling, per_prompt, on_progress=advance)
+    texts, texts_by_batch, row = decode_responses(tokenizer, out), {}, 0
+    for index, batch in batches.items():
+        texts_by_batch[index] = texts[row : row + len(batch) * sampling.n]
+        row += len(batch) * sampling.n
+    return texts_by_batch, [out]

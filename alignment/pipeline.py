@@ -21,6 +21,7 @@ import yaml
 
 from alignment import distributed
 from alignment.answers import reset_prompts_generated
+from alignment.engines import resolve_engine
 from alignment.errors import PaddockError
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
@@ -50,6 +51,14 @@ def check_writable(run_dir: Path) -> None:
         raise PaddockError(f"{run_dir}: cannot write run outputs ({err.strerror})") from None
 
 
+def check_engines(recipe, run_dir: Path) -> None:
+    """A stage that asks for vLLM where it is not installed fails here, before any compute."""
+    generation = recipe.generation
+    for stage in recipe.stages:
+        if not (run_dir / stage.name / COMPLETE).is_file():
+            resolve_engine(stage.engine or generation.engine, generation.vllm)
+
+
 def record_timing(run_dir: Path, stage: str, seconds: float) -> None:
     """Wall time of each stage's last (finishing) run, for the report."""
     path = run_dir / "timings.json"
@@ -65,6 +74,8 @@ def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) ->
     if main:
         check_writable(run_dir)
         check_free_space(recipe, run_dir)
+    check_engines(recipe, run_dir)
+    if main:
         raw = yaml.safe_load(Path(path).read_text())
         write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
     try:
@@ -97,7 +108,10 @@ def run_stage(recipe, index: int, run_dir: Path, main: bool) -> None:
     began = time.perf_counter()
     if main:
         print(f"[{stage.name}] starting from {ctx.init}")
-    STAGE_TYPES[stage.type].run(ctx)
+    try:
+        STAGE_TYPES[stage.type].run(ctx)
+    finally:
+        ctx.close()
     distributed.barrier()
     seconds = time.perf_counter() - began
     if main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,18 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+from alignment.engines.vllm_client import find_python
+
 TINY_VOCAB = 256
+
+# vLLM's Python, found before the suite turns it off: `generation.engine: auto` would otherwise pick
+# vLLM on a machine that has it, and the suite's tiny models (head size 16) are not for vLLM's CPU
+# attention. tests/test_vllm.py names this Python explicitly.
+# (Kept in the environment too: pytest imports this file twice, as conftest and tests.conftest.)
+if os.environ.get("PADDOCK_VLLM_PYTHON") != "none":
+    os.environ["PADDOCK_TESTS_VLLM_PYTHON"] = find_python() or ""
+    os.environ["PADDOCK_VLLM_PYTHON"] = "none"
+VLLM_PYTHON = os.environ.get("PADDOCK_TESTS_VLLM_PYTHON") or None
 
 
 def tiny_config(**overrides) -> LlamaConfig:

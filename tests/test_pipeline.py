@@ -26,9 +26,9 @@ def tiny_checkpoint(tmp_path_factory, smollm2_tokenizer):
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), smollm2_tokenizer)
 
 
-def save_tiny_checkpoint(path: Path, tokenizer) -> Path:
+def save_tiny_checkpoint(path: Path, tokenizer, **overrides) -> Path:
     """The `tiny_checkpoint` fixture's model written to `path`; a plain function so that
-    benchmarks/gpu_check.py builds the same checkpoint outside pytest."""
+    benchmarks/gpu_check.py builds the same checkpoint outside pytest. `overrides`: config changes."""
     torch.manual_seed(0)
     config = tiny_config(
         vocab_size=len(tokenizer),
@@ -37,6 +37,7 @@ def save_tiny_checkpoint(path: Path, tokenizer) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
         initializer_range=0.02,
+        **overrides,
     )
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

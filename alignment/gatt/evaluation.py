@@ -279,13 +279,17 @@ def evaluate_model(
     resolve=Path,
     progress=None,
     split=False,
+    sampler=None,
 ) -> tuple[dict, list[dict]]:
-    """Greedy play of `cfg.n_dialogues` held-out dialogues with the model, scored turn by turn."""
+    """Greedy play of `cfg.n_dialogues` held-out dialogues with the model, scored turn by turn.
+    `sampler`: what generates the answers (an engine holding the model's weights; default the model)."""
     from alignment.answers import sampling_for
 
     records = load_eval_dialogues(resolve(cfg.dialogues), cfg.n_dialogues)
     sampling = sampling_for(tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=0)
-    respond = model_responder(model, tokenizer, sampling, style, autocast, cfg.batch_size, progress, split)
+    respond = model_responder(
+        sampler or model, tokenizer, sampling, style, autocast, cfg.batch_size, progress, split
+    )
     limit = context_limit(model, cfg.max_context_tokens)
     summary, transcripts = evaluate_adherence(
         records, respond, cfg.max_turns, context_fits(tokenizer, style, limit, cfg.max_new_tokens)

@@ -208,7 +208,10 @@ class PPOTrainer:
 
     group_of(record) -> str, optional: the rollout's mean reward is also logged per group
     (`reward_on_<group>`), since a batch's mean moves with its mix of prompt kinds (safety prompts
-    score far higher than helpfulness prompts) as much as with the policy."""
+    score far higher than helpfulness prompts) as much as with the policy.
+
+    engine, optional: an external rollout engine (alignment/engines, e.g. vLLM) that rollouts and
+    evaluations sample from; it is synced to the policy's weights before each use."""
 
     def __init__(
         self,
@@ -223,6 +226,7 @@ class PPOTrainer:
         autocast: bool = False,
         style: str = "template",
         group_of=None,
+        engine=None,
     ):
         self.policy, self.reference, self.critic = policy, reference, critic
         self.reward_fn, self.tokenizer, self.settings, self.sampling = (
@@ -232,6 +236,7 @@ class PPOTrainer:
             sampling,
         )
         self.optimizer, self.autocast, self.style, self.group_of = optimizer, autocast, style, group_of
+        self.engine = engine
         if settings.rollout_logprobs == "sampler" and not is_plain_sampling(sampling):
             raise ValueError(
                 "rollout_logprobs='sampler' needs temperature 1 and no top-k/top-p: the engine's "
@@ -241,7 +246,7 @@ class PPOTrainer:
             raise ValueError("whiten_rewards='group' needs group_of (each prompt record's group)")
         self.running = RunningMoments()
         self.sampler = None
-        if settings.merged_sampling and can_merge(policy):
+        if engine is None and settings.merged_sampling and can_merge(policy):
             dtype = torch.bfloat16 if autocast else causal_lm_of(policy).lm_head.weight.dtype
             self.sampler = MergedSampler(policy, dtype)
         self.policy_params = policy_parameters(policy, critic)
@@ -258,7 +263,11 @@ class PPOTrainer:
             model.eval()
 
     def sampling_model(self):
-        """The model to generate from: the merged copy, brought up to date, or the policy."""
+        """What to generate from: the external engine synced to the policy's weights, the merged
+        copy brought up to date, or the policy."""
+        if self.engine is not None:
+            self.engine.sync(self.policy)
+            return self.engine
         if self.sampler is None:
             return self.policy
         self.sampler.refresh()
@@ -277,9 +286,11 @@ class PPOTrainer:
         seed += 7919 * distributed.rank()  # each process draws its own samples
         self.eval_mode()
         with self._autocast():
-            out = generate_from_tokens(
-                self.sampling_model(), prompt_ids, _with_seed(self.sampling, seed), self.tokenizer
-            )
+            sampler, sampling = self.sampling_model(), _with_seed(self.sampling, seed)
+            if self.engine is not None:
+                out = sampler.generate_tokens(prompt_ids, sampling)
+            else:
+                out = generate_from_tokens(sampler, prompt_ids, sampling, self.tokenizer)
             P = out.prompt_length
             mask = out.response_mask.float()
             attention = torch.cat([out.prompt_mask, out.response_mask], dim=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from alignment.data import loading
 from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
 from alignment.data.records import category_of
 from alignment.data.sources import data_path
+from alignment.engines import resolve_engine
 from alignment.errors import PaddockError
 from alignment.placement import peak_memory_gb, placement_record, resolve_device
 from alignment.plotting import figure, save_plot
@@ -35,6 +36,7 @@ class StageContext:
     run_dir: Path
     dir: StageDir
     init: str  # model name, checkpoint or saved adapter to start from
+    vllm: object = field(default=None, repr=False)  # the stage's VLLMEngine, started on first use
 
     @property
     def seed(self) -> int:
@@ -78,14 +80,51 @@ class StageContext:
         """Where this stage's models and batches go (`model.device`, alignment/placement.py)."""
         return resolve_device(self.recipe.model.device)
 
+    @property
+    def engine_name(self) -> str:
+        """This stage's rollout engine, `auto` resolved (alignment/engines)."""
+        generation = self.recipe.generation
+        return resolve_engine(self.stage.engine or generation.engine, generation.vllm)
+
+    def sampler(self, model):
+        """What to pass to `answers.answer` (or PPO) to sample from `model`: the model itself under
+        the paddock engine; under vllm the stage's engine, started on first use and synced to the
+        model's current weights (LoRA merged) on each call."""
+        if self.engine_name != "vllm":
+            return model
+        if self.vllm is None:
+            from alignment.engines.vllm_client import VLLMEngine
+
+            settings = self.recipe.generation.vllm
+            self.vllm = VLLMEngine(model, self.tokenizer(), settings, self.device, seed=self.seed)
+        else:
+            self.vllm.sync(model)
+        return self.vllm
+
+    def close(self) -> None:
+        """Stop the stage's vLLM worker, if it started one."""
+        if self.vllm is not None:
+            self.vllm.close()
+
+    def engine_record(self) -> dict:
+        record = {"engine": self.engine_name}
+        if self.vllm is not None:
+            record.update(
+                vllm=self.vllm.vllm_version,
+                startup_seconds_this_run=round(self.vllm.startup_seconds, 1),
+                weight_syncs_this_run=self.vllm.syncs,
+            )
+        return record
+
     def write_summary(self, summary: dict) -> dict:
         """summary.json with what the stage ran on: device, processes, their backend, the kernel
         backend, and per process (rank order) how many prompts it generated in this run (a resumed
-        stage counts only what was left) and its peak memory. Every process calls it."""
+        stage counts only what was left) and its peak memory; and the rollout engine. Every process
+        calls it."""
         record = placement_record(self.device)
         record["prompts_generated_this_run"] = distributed.all_gather_objects(prompts_generated())
         record["peak_memory_gb_this_run"] = distributed.all_gather_objects(peak_memory_gb(self.device))
-        summary = {**summary, "placement": record}
+        summary = {**summary, "placement": record, "generation": self.engine_record()}
         self.dir.write_summary(summary)
         return summary
 
@@ -245,7 +284,7 @@ def cached_gold_suite(ctx: StageContext, model, tokenizer, when: str) -> dict | 
         return json.loads(cache.read_text())
     rows = suite_rows(cfg, data_path)
     rates, texts = evaluate_gold(
-        model,
+        ctx.sampler(model),
         tokenizer,
         rows,
         cfg.max_new_tokens,

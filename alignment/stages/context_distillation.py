@@ -144,7 +144,7 @@ def _generate(ctx, model, tokenizer, conversations, cache, what: str) -> list[st
     )
     print(f"[{cfg.name}] answering {len(conversations)} safety prompts {what}")
     texts = answer(
-        model,
+        ctx.sampler(model),
         tokenizer,
         conversations,
         sampling,

@@ -77,7 +77,14 @@ def run_evaluation(ctx: StageContext) -> dict:
         print(f"[{cfg.name}] evaluating {name}")
         model = load_frozen(ctx.recipe.model, path)
         results[name] = evaluate_model(
-            model, tokenizer, scorer, rows, cfg.gold.max_new_tokens, cfg.chat_style, autocast, split=True
+            ctx.sampler(model),
+            tokenizer,
+            scorer,
+            rows,
+            cfg.gold.max_new_tokens,
+            cfg.chat_style,
+            autocast,
+            split=True,
         )
         write_json(cache, results[name])
         del model

@@ -195,7 +195,7 @@ def sample_dialogues(ctx: StageContext, model, tokenizer, plan: list[dict], scor
         )
         kwargs = {"progress": f"GAtt sampling, turn {turn + 1}"} if ctx.recipe.logging.progress else {}
         texts = answer(
-            model,
+            ctx.sampler(model),
             tokenizer,
             conversations,
             sampling,
@@ -359,6 +359,7 @@ def _evaluate(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
         resolve=data_path,
         progress=f"GAtt eval ({when})" if ctx.recipe.logging.progress else None,
         split=True,
+        sampler=ctx.sampler(model),
     )
     write_atomic(
         ctx.dir.root / f"adherence_{when}_dialogues.jsonl", "".join(json.dumps(t) + "\n" for t in transcripts)

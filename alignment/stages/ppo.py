@@ -275,6 +275,7 @@ def run_ppo(ctx: StageContext) -> dict:
         optimizer,
         autocast,
         group_of=category_of,
+        engine=ctx.sampler(policy) if ctx.engine_name == "vllm" else None,
     )
     modules = nn.ModuleDict({"policy": policy, "critic": critic})
     sets = held_out_sets(ctx, cfg, test_prompts)

@@ -161,7 +161,7 @@ def sample_answers(
         tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p, n=n, seed=seed
     )
     return answer(
-        model,
+        ctx.sampler(model),
         tokenizer,
         [r.prompt for r in records],
         sampling,
