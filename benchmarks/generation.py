@@ -4,7 +4,8 @@ The rejection-sampling workload: 16 prompts (72 tokens each with the chat templa
 64 new tokens, temperature 1.0, no top-k/top-p cut, EOS stops a row. Both sides get the same model
 weights, prompts and precision. Throughput counts generated tokens up to and including EOS.
 
-    python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile] [--device cpu]
+    python benchmarks/generation.py [--repeats 3] [--dtypes bfloat16,float32] [--compile] [--vllm]
+                                    [--threads 1,2] [--device cpu]
 
 Prints a table, then one JSON line with `speedup` (Paddock tokens/s / transformers tokens/s, same
 precision, the first dtype) and `best_speedup` (each side at its best dtype). It also times the
@@ -13,6 +14,12 @@ torch's matmuls would reach if everything but those matmuls took no time. With `
 bf16 rounds also time llama.cpp's batched decode on the same job shape (benchmarks/llama_cpp_bench.py):
 a native engine's figure on this machine, for scale. `--device cuda` runs both contenders' models and
 inputs on the GPU (`make gpu-check` does, with one repeat in bf16); the default is the CPU.
+
+`--vllm` adds vLLM (alignment/engines/vllm_client.py: its worker process, `make install-vllm`) to
+the same alternating rounds, on the same weights and prompts, with the same contract (n samples per
+prompt, EOS stop, each token's log-prob returned). Its worker is started once per thread count and
+dtype; start-up is reported apart, not counted. `--threads 1,2` repeats everything at each thread
+count (Paddock's and transformers' torch threads, vLLM's bound cores).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from transformers import AutoModelForCausalLM
 from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
+from alignment.engines.vllm_client import VLLMEngine, require_python
+from alignment.recipes.schema import VLLMConfig
 
 from common import (
     BareLinears,
@@ -102,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--compile", action="store_true", help="also time Paddock with a compiled decode step"
     )
+    parser.add_argument("--vllm", action="store_true", help="also time vLLM (make install-vllm)")
+    parser.add_argument(
+        "--threads",
+        default=str(torch.get_num_threads()),
+        help="comma-separated thread counts to run the whole comparison at (default: torch's)",
+    )
     parser.add_argument(
         "--llama-cpp",
         action="store_true",
@@ -122,7 +137,114 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parse_device_args(parser, argv)
     if args.llama_cpp and args.device.type != "cpu":
         parser.error("--llama-cpp times a CPU build; use it with --device cpu")
+    try:
+        args.threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads: expected comma-separated integers, got {args.threads!r}")
+    if args.vllm:
+        try:
+            args.vllm_python = require_python()
+        except Exception as err:
+            parser.error(str(err))
     return args
+
+
+def run_dtype(args, path, tokenizer, prompts, input_ids, attention_mask, dtype_name: str, tag: str, native):
+    """One alternating comparison at one dtype and thread count: {contender: tokens/s}, table rows,
+    the matmul floor (seconds, tokens/s) and vLLM's start-up seconds (None without --vllm)."""
+    device, eos = args.device, tokenizer.eos_token_id
+    dtype = getattr(torch, dtype_name)
+    ours = load_model(path, dtype=dtype, device=device).eval()
+    theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    seeds = iter(range(10_000))
+
+    def sampling(compile_step=False) -> SamplingConfig:
+        return SamplingConfig(
+            max_new_tokens=args.new_tokens,
+            temperature=1.0,
+            n=args.samples,
+            eos_token_ids=(eos,),
+            pad_token_id=tokenizer.pad_token_id,
+            seed=next(seeds),
+            compile=compile_step,
+        )
+
+    def paddock(compile_step=False):
+        cfg = sampling(compile_step)
+        start = time.perf_counter()
+        out = generate(ours, input_ids, attention_mask, cfg)
+        sync(device)
+        seconds = time.perf_counter() - start
+        return {"tokens": int(out.response_mask.sum()), "seconds": seconds}
+
+    def transformers():
+        torch.manual_seed(next(seeds))
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = theirs.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=args.samples,
+                max_new_tokens=args.new_tokens,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        sync(device)
+        seconds = time.perf_counter() - start
+        return {"tokens": count_tokens(out[:, input_ids.shape[1] :], eos), "seconds": seconds}
+
+    contenders = {f"paddock {dtype_name}{tag}": paddock, f"transformers {dtype_name}{tag}": transformers}
+    if native is not None and dtype == torch.bfloat16:
+        mean_prompt = round(sum(map(len, prompts)) / len(prompts))
+        job = (len(prompts), mean_prompt, args.samples, args.new_tokens, torch.get_num_threads())
+        contenders[NATIVE + tag] = lambda: llama_cpp_bench.best_of_k_job(*native, *job)
+    if args.compile:
+        start = time.perf_counter()
+        paddock(compile_step=True)
+        print(
+            f"compile + first run ({dtype_name}{tag}): {time.perf_counter() - start:.1f}s (not counted below)"
+        )
+        contenders[f"paddock {dtype_name} compiled{tag}"] = lambda: paddock(compile_step=True)
+    engine, startup = None, None
+    if args.vllm:
+        settings = VLLMConfig(python=args.vllm_python, dtype=dtype_name, threads=torch.get_num_threads())
+        engine = VLLMEngine(ours, tokenizer, settings, device)
+        startup = engine.startup_seconds
+        print(f"vLLM {engine.vllm_version} start-up ({dtype_name}{tag}): {startup:.1f}s (not counted below)")
+
+        def vllm():
+            start = time.perf_counter()
+            out = engine.generate_tokens(prompts, sampling())
+            return {"tokens": int(out.response_mask.sum()), "seconds": time.perf_counter() - start}
+
+        contenders[f"vllm {dtype_name}{tag}"] = vllm
+    try:
+        print(f"\n[{dtype_name}{tag}] warm-up")
+        for run in contenders.values():
+            run()
+        results = alternate(contenders, args.repeats)
+    finally:
+        if engine is not None:
+            engine.close()
+    rates, rows = {}, []
+    for name, runs in results.items():
+        rates[name] = median([{"r": r["tokens"] / r["seconds"]} for r in runs], "r")
+        rows.append(
+            [name, f"{median(runs, 'tokens'):.0f}", f"{median(runs, 'seconds'):.2f}", f"{rates[name]:.1f}"]
+        )
+    # The engine decodes max_new_tokens - 1 steps after the prefill (the last token needs none).
+    floor = matmul_floor(
+        ours, *input_ids.shape, input_ids.shape[0] * args.samples, args.new_tokens - 1, device
+    )
+    paddock_tokens = median(results[f"paddock {dtype_name}{tag}"], "tokens")
+    print(
+        f"[{dtype_name}{tag}] the job's matmuls alone: {floor:.2f}s ({paddock_tokens / floor:.0f} tokens/s)"
+    )
+    return rates, rows, (floor, paddock_tokens / floor), startup
 
 
 def main() -> None:
@@ -131,94 +253,32 @@ def main() -> None:
 
     path = prepare()
     tokenizer = load_tokenizer(path)
-    eos = tokenizer.eos_token_id
     prompts = build_prompts(tokenizer)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     print(f"machine: {machine(device)}")
-    if args.llama_cpp:
-        native = (llama_cpp_bench.build(), llama_cpp_bench.convert(Path(path)))
+    native = (llama_cpp_bench.build(), llama_cpp_bench.convert(Path(path))) if args.llama_cpp else None
     print(
         f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} tokens) x {args.samples} "
         f"samples, {args.new_tokens} new tokens, temperature 1.0"
     )
 
-    rows, tokens_per_s, floors = [], {}, {}
-    for dtype_name in args.dtypes.split(","):
-        dtype = getattr(torch, dtype_name)
-        ours = load_model(path, dtype=dtype, device=device).eval()
-        theirs = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        seeds = iter(range(10_000))
-
-        def paddock(compile_step=False, ours=ours, seeds=seeds):
-            cfg = SamplingConfig(
-                max_new_tokens=args.new_tokens,
-                temperature=1.0,
-                n=args.samples,
-                eos_token_ids=(eos,),
-                pad_token_id=tokenizer.pad_token_id,
-                seed=next(seeds),
-                compile=compile_step,
+    rows, tokens_per_s, floors, startups = [], {}, {}, {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        tag = f" {threads}t" if len(args.threads) > 1 else ""
+        for dtype_name in args.dtypes.split(","):
+            rates, new_rows, floors[dtype_name + tag], startup = run_dtype(
+                args, path, tokenizer, prompts, input_ids, attention_mask, dtype_name, tag, native
             )
-            start = time.perf_counter()
-            out = generate(ours, input_ids, attention_mask, cfg)
-            sync(device)
-            seconds = time.perf_counter() - start
-            return {"tokens": int(out.response_mask.sum()), "seconds": seconds}
-
-        def transformers(theirs=theirs, seeds=seeds):
-            torch.manual_seed(next(seeds))
-            start = time.perf_counter()
-            with torch.no_grad():
-                out = theirs.generate(
-                    input_ids,
-                    attention_mask=attention_mask,
-                    do_sample=True,
-                    temperature=1.0,
-                    top_k=0,
-                    top_p=1.0,
-                    num_return_sequences=args.samples,
-                    max_new_tokens=args.new_tokens,
-                    eos_token_id=eos,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            sync(device)
-            seconds = time.perf_counter() - start
-            return {"tokens": count_tokens(out[:, input_ids.shape[1] :], eos), "seconds": seconds}
-
-        contenders = {f"paddock {dtype_name}": paddock, f"transformers {dtype_name}": transformers}
-        if args.llama_cpp and dtype == torch.bfloat16:
-            mean_prompt = round(sum(map(len, prompts)) / len(prompts))
-            job = (len(prompts), mean_prompt, args.samples, args.new_tokens, torch.get_num_threads())
-            contenders[NATIVE] = lambda job=job: llama_cpp_bench.best_of_k_job(*native, *job)
-        if args.compile:
-            start = time.perf_counter()
-            paddock(compile_step=True)
-            compile_seconds = time.perf_counter() - start
-            print(f"compile + first run ({dtype_name}): {compile_seconds:.1f}s (not counted below)")
-            contenders[f"paddock {dtype_name} compiled"] = lambda: paddock(compile_step=True)
-        print(f"\n[{dtype_name}] warm-up")
-        for run in contenders.values():
-            run()
-        results = alternate(contenders, args.repeats)
-        for name, runs in results.items():
-            rate = median([{"r": r["tokens"] / r["seconds"]} for r in runs], "r")
-            tokens_per_s[name] = rate
-            rows.append(
-                [name, f"{median(runs, 'tokens'):.0f}", f"{median(runs, 'seconds'):.2f}", f"{rate:.1f}"]
-            )
-        # The engine decodes max_new_tokens - 1 steps after the prefill (the last token needs none).
-        floor = matmul_floor(
-            ours, *input_ids.shape, input_ids.shape[0] * args.samples, args.new_tokens - 1, device
-        )
-        paddock_tokens = median(results[f"paddock {dtype_name}"], "tokens")
-        floors[dtype_name] = (floor, paddock_tokens / floor)
-        print(f"[{dtype_name}] the job's matmuls alone: {floor:.2f}s ({paddock_tokens / floor:.0f} tokens/s)")
-        del ours, theirs
+            tokens_per_s.update(rates)
+            rows += new_rows
+            if startup is not None:
+                startups[dtype_name + tag] = round(startup, 1)
 
     print()
     print_table(["contender", "tokens (median)", "seconds (median)", "tokens/s (median)"], rows)
-    first = args.dtypes.split(",")[0]
+    first = args.dtypes.split(",")[0] + (f" {args.threads[0]}t" if len(args.threads) > 1 else "")
     speedup = tokens_per_s[f"paddock {first}"] / tokens_per_s[f"transformers {first}"]
     best_ours = max(v for k, v in tokens_per_s.items() if k.startswith("paddock"))
     best_theirs = max(v for k, v in tokens_per_s.items() if k.startswith("transformers"))
@@ -237,6 +297,11 @@ def main() -> None:
     }
     if NATIVE in tokens_per_s:
         summary["speedup_vs_llama_cpp"] = round(tokens_per_s["paddock bfloat16"] / tokens_per_s[NATIVE], 2)
+    if startups:
+        best_vllm = max(v for k, v in tokens_per_s.items() if k.startswith("vllm"))
+        summary["vllm_startup_seconds"] = startups
+        summary["vllm_speedup"] = round(tokens_per_s[f"vllm {first}"] / tokens_per_s[f"paddock {first}"], 2)
+        summary["best_vllm_vs_best_paddock"] = round(best_vllm / best_ours, 2)
     print_summary(summary)
 
 

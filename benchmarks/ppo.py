@@ -38,6 +38,10 @@ tokens on both sides, so this bounds what a faster engine alone can give. `matmu
 times the iteration's linear layers alone (bf16, no LoRA, attention, norms or optimizer), and
 `speedup_bound` = transformers seconds / that floor: nothing built on torch's matmuls does better.
 
+`--vllm` adds a third contender to the alternating rounds: Paddock's trainer with its rollouts from
+vLLM (alignment/engines/vllm_client.py), weight sync before each rollout timed as generation. The
+summary's `vllm_speedup` is Paddock-engine seconds / vLLM-engine seconds per iteration.
+
 `--device cuda` (or cuda:N, auto) puts both sides' models (policy, reference, critic, both RMs) and
 inputs on the GPU, and the memory subprocesses too; the default is the CPU. A GPU that is not there
 is a one-line usage error before any model loads. On the GPU every phase timer waits for the GPU's
@@ -255,6 +259,8 @@ class TimedCritic(AdapterCritic):
 
 
 class PaddockSide:
+    engine_kind = "paddock"
+
     def __init__(self, path, tokenizer, records, prompt_ids, args):
         from peft import get_peft_model
 
@@ -283,6 +289,7 @@ class PaddockSide:
             pad_token_id=tokenizer.pad_token_id,
         )
         scorer = RewardScorer(helpful, safety, tokenizer, autocast=True)
+        self.engine = self.start_engine(policy, tokenizer, args)
         self.trainer = PPOTrainer(
             policy,
             TimedReference(policy),
@@ -293,6 +300,7 @@ class PaddockSide:
             sampling,
             optimizer,
             autocast=True,
+            engine=self.engine,
         )
         self.records, self.prompt_ids, self.device = records, prompt_ids, device
         sampler = self.trainer.sampler
@@ -304,6 +312,9 @@ class PaddockSide:
                     refresh()
 
             sampler.refresh = timed_refresh
+
+    def start_engine(self, policy, tokenizer, args):
+        return None
 
     def iteration(self, seed: int) -> dict:
         """PPOTrainer.iteration, with the rollout and the update timed apart."""
@@ -327,6 +338,30 @@ class PaddockSide:
             "reward": round(rollout.stats["reward"], 3),
             "policy_loss": round(stats["policy_loss"], 4),
         }
+
+
+class VLLMSide(PaddockSide):
+    """Paddock's trainer with rollouts from vLLM (`--vllm`): the worker starts from the merged
+    policy; sending it the updated weights before each rollout is timed as generation."""
+
+    engine_kind = "vllm"
+
+    def start_engine(self, policy, tokenizer, args):
+        from alignment.engines.vllm_client import VLLMEngine, require_python
+        from alignment.recipes.schema import VLLMConfig
+
+        settings = VLLMConfig(python=require_python(), threads=args.threads)
+        engine = VLLMEngine(policy, tokenizer, settings, args.device)
+        print(f"vLLM {engine.vllm_version} start-up: {engine.startup_seconds:.1f}s (not counted)")
+        for method in ("sync", "generate_tokens"):
+            untimed = getattr(engine, method)
+
+            def timed(*a, untimed=untimed, **k):
+                with CLOCK("generation"):
+                    return untimed(*a, **k)
+
+            setattr(engine, method, timed)
+        return engine
 
 
 # ------------------------------------------------------------------------------------ transformers
@@ -515,7 +550,8 @@ def build(name: str, path, args):
     CLOCK.device = args.device
     tokenizer = load_tokenizer(path)
     records, prompt_ids = select_prompts(tokenizer, args.batch, args.prompt_tokens)
-    return SIDES[name](path, tokenizer, records, prompt_ids, args), prompt_ids
+    side = VLLMSide if name == "paddock+vllm" else SIDES[name]
+    return side(path, tokenizer, records, prompt_ids, args), prompt_ids
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -592,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument(
+        "--vllm",
+        action="store_true",
+        help="also time Paddock's trainer with vLLM rollouts (make install-vllm); speed only, no memory run",
+    )
+    parser.add_argument(
         "--no-merged-sampling", action="store_true", help="Paddock samples from the PEFT policy itself"
     )
     parser.add_argument(
@@ -636,7 +677,7 @@ def main() -> None:
     print(f"machine: {machine(args.device)}")
     print(f"device: {args.device}, load: {os.getloadavg()}")
     sides = {}
-    for name in SIDES:
+    for name in [*SIDES, "paddock+vllm"] if args.vllm else SIDES:
         sides[name], prompt_ids = build(name, path, args)
     lengths = [len(p) for p in prompt_ids]
     print(
@@ -655,6 +696,9 @@ def main() -> None:
         {name: (lambda side=side: side.iteration(seed=next(seeds))) for name, side in sides.items()},
         args.repeats,
     )
+    for side in sides.values():
+        if getattr(side, "engine", None) is not None:
+            side.engine.close()
     del sides
     floor = iteration_floor(path, args, max(lengths))
 
@@ -723,6 +767,15 @@ def main() -> None:
         "base_dtype": args.base_dtype,
         "rollout_logprobs": args.rollout_logprobs,
     }
+    if args.vllm:
+        with_vllm = med["paddock+vllm"]
+        print(
+            f"Paddock with vLLM rollouts: {with_vllm['seconds']:.2f}s per iteration "
+            f"(generation {with_vllm['generation']:.2f}s, weight sync included) against "
+            f"{ours['seconds']:.2f}s (generation {ours['generation']:.2f}s) with Paddock's engine"
+        )
+        summary["vllm_speedup"] = round(ours["seconds"] / with_vllm["seconds"], 2)
+        summary["vllm_generation_speedup"] = round(ours["generation"] / with_vllm["generation"], 2)
     if memory:
         summary["peak_memory_ratio"] = round(
             memory["paddock"]["iteration_mb"] / memory["transformers"]["iteration_mb"], 2

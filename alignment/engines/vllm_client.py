@@ -247,6 +247,7 @@ class VLLMEngine:
             "top_k": cfg.top_k,
             "max_tokens": cfg.max_new_tokens,
             "stop_token_ids": list(cfg.eos_token_ids),
+            "ignore_eos": not cfg.eos_token_ids,  # no EOS given: no EOS stop, as in Paddock's engine
             "stop": list(cfg.stop_strings),
             "include_stop_str_in_output": True,  # the response mask covers the stop string, as ours
             "detokenize": bool(cfg.stop_strings),  # only stop strings need the text
