@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="also time Paddock with a compiled decode step"
     )
     parser.add_argument("--vllm", action="store_true", help="also time vLLM (make install-vllm)")
+    parser.add_argument("--vllm-tp", type=int, default=1, help="vLLM's tensor-parallel size (GPUs)")
     parser.add_argument(
         "--threads",
         default=str(torch.get_num_threads()),
@@ -211,7 +212,12 @@ def run_dtype(args, path, tokenizer, prompts, input_ids, attention_mask, dtype_n
         contenders[f"paddock {dtype_name} compiled{tag}"] = lambda: paddock(compile_step=True)
     engine, startup = None, None
     if args.vllm:
-        settings = VLLMConfig(python=args.vllm_python, dtype=dtype_name, threads=torch.get_num_threads())
+        settings = VLLMConfig(
+            python=args.vllm_python,
+            dtype=dtype_name,
+            threads=torch.get_num_threads(),
+            tensor_parallel_size=args.vllm_tp,
+        )
         engine = VLLMEngine(ours, tokenizer, settings, device)
         startup = engine.startup_seconds
         print(f"vLLM {engine.vllm_version} start-up ({dtype_name}{tag}): {startup:.1f}s (not counted below)")

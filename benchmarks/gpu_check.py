@@ -1,7 +1,7 @@
-"""`make gpu-check`: Paddock's GPU path checked in under 8 minutes on one CUDA GPU.
+"""`make gpu-check`: Paddock's GPU path checked in under 10 minutes on one CUDA GPU.
 
 Paddock is developed on a CPU-only machine, so its GPU path is checked in one go by whoever has a
-GPU, once a CUDA torch build is installed in the project's environment. Four steps:
+GPU, once a CUDA torch build is installed in the project's environment. Five steps:
 
 1. kernels     tests/test_kernels_triton.py compiled for the GPU (TRITON_INTERPRET removed), its
                fp32 and bf16 CUDA cases only: the CPU interpreter case checks nothing GPU-specific.
@@ -11,6 +11,11 @@ GPU, once a CUDA torch build is installed in the project's environment. Four ste
 3. generation  benchmarks/generation.py --device cuda --repeats 1 --dtypes bfloat16: best-of-K
                tokens/s, Paddock's engine against transformers `generate`.
 4. train_step  benchmarks/train_step.py --device cuda --repeats 1: training-step tokens/s.
+5. vllm        benchmarks/generation.py --device cuda --repeats 1 --dtypes bfloat16 --vllm: vLLM's
+               worker on the GPU beside Paddock's model (colocated, gpu_memory_utilization 0.3),
+               tensor-parallel over 2 GPUs where there are 2 or more. Needs a CUDA vLLM in its own
+               environment (`make install-vllm VLLM=vllm`); without one the step is skipped, which
+               does not fail the check, and says so.
 
 Each step is a child process with its own time limit, so a hang or crash in one still leaves the
 others' results, and the steps together stay within TOTAL_SECONDS. Progress lines go to stdout and
@@ -40,10 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOTAL_SECONDS = 465  # all steps together: the promised 8 minutes less room to start, print and clean up
+TOTAL_SECONDS = 565  # all steps together: the promised 10 minutes less room to start, print and clean up
 # Seconds per step, in run order; estimates (not yet timed on a GPU), and a step's unused time goes
 # to the next one.
-BUDGETS = {"kernels": 135, "pipeline": 165, "generation": 90, "train_step": 75}
+BUDGETS = {"kernels": 135, "pipeline": 165, "generation": 90, "train_step": 75, "vllm": 100}
+OPTIONAL = {"vllm"}  # needs more than `make install` gives: skipped, not failed, where it is missing
 MIN_SECONDS = 20  # a step left less time than this is not started: it could not finish
 EXIT_OK, EXIT_FAILED, EXIT_NO_TORCH, EXIT_NO_GPU = 0, 1, 2, 3
 TAIL_CHARS = 3000  # of a failed step's output, kept in the JSON line
@@ -175,8 +181,11 @@ def benchmark_result(child: Child) -> dict:
 
 
 def overall(info: dict, steps: dict[str, dict], seconds: float) -> dict:
-    """The last stdout line: `ok` only when every step ran and passed."""
-    ok = set(steps) == set(BUDGETS) and all(step["ok"] for step in steps.values())
+    """The last stdout line: `ok` only when every step ran and passed (an optional step may have
+    been skipped instead)."""
+    ok = set(steps) == set(BUDGETS) and all(
+        step["ok"] or (name in OPTIONAL and "skipped" in step) for name, step in steps.items()
+    )
     return {"check": "gpu", "ok": ok, **info, "seconds": round(seconds, 1), "steps": steps}
 
 
@@ -269,6 +278,28 @@ def benchmark_step(script: str, work: Path, timeout: float) -> dict:
     return benchmark_result(run_child(cmd, timeout, child_env(), work / f"{script}.log"))
 
 
+def vllm_command(gpus: int) -> list[str]:
+    cmd = [sys.executable, "benchmarks/generation.py", *BENCHMARK_ARGS["generation"], "--vllm"]
+    return [*cmd, "--vllm-tp", "2"] if gpus >= 2 else cmd
+
+
+def vllm_result(child: Child) -> dict:
+    """A generation benchmark result that must include vLLM's figure."""
+    result = benchmark_result(child)
+    if result["ok"] and not any(k.startswith("vllm") for k in result.get("tokens_per_s", {})):
+        result.update(ok=False, error="the benchmark's summary has no vLLM figure")
+    return result
+
+
+def vllm_step(work: Path, timeout: float, gpus: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    from alignment.engines.vllm_client import find_python
+
+    if find_python() is None:
+        return {"ok": False, "seconds": 0.0, "skipped": "vLLM not installed (make install-vllm VLLM=vllm)"}
+    return vllm_result(run_child(vllm_command(gpus), timeout, child_env(), work / "vllm.log"))
+
+
 def detail(result: dict) -> str:
     """A step's result in a few words for its progress line (the JSON line has all of it)."""
     shown = ", ".join(
@@ -276,6 +307,8 @@ def detail(result: dict) -> str:
     )
     if result["ok"]:
         return shown
+    if "skipped" in result:
+        return f"skipped: {result['skipped']}"
     lines = [line for line in result.get("output_tail", "").splitlines() if line.strip()]
     why = result.get("error") or (f"exit {result.get('returncode')}: {lines[-1].strip()}" if lines else "")
     return "; ".join(part for part in (why, shown, result.get("log") and f"log {result['log']}") if part)
@@ -337,6 +370,7 @@ def main() -> int:
         "pipeline": lambda timeout: pipeline_step(work, timeout),
         "generation": lambda timeout: benchmark_step("generation", work, timeout()),
         "train_step": lambda timeout: benchmark_step("train_step", work, timeout()),
+        "vllm": lambda timeout: vllm_step(work, timeout(), info["gpus"]),
     }
     steps = {}
     for number, (name, run) in enumerate(runners.items(), 1):
@@ -351,7 +385,7 @@ def main() -> int:
         else:
             steps[name] = run(timeout)
         result = steps[name]
-        verdict = "ok" if result["ok"] else "FAILED"
+        verdict = "ok" if result["ok"] else "skipped" if "skipped" in result else "FAILED"
         print(
             f"gpu-check: {position} {name} {verdict} in {result['seconds']:.0f}s: {detail(result)}",
             flush=True,

@@ -135,3 +135,18 @@ def test_answer_sends_all_batches_to_an_engine_in_one_request(smollm2_tokenizer)
     expected = [smollm2_tokenizer.decode([3 + s % 100], skip_special_tokens=True).strip() for s in seeds]
     assert result.texts == [text for text in expected for _ in range(2)]
     assert len(result.outputs) == 1 and isinstance(result.outputs[0], GenerationOutput)
+
+
+def test_the_snapshot_goes_to_dev_shm_only_when_it_has_room(tmp_path, monkeypatch):
+    """A tiny model's two bf16 copies fit anywhere; with the shared-memory folder reporting 1 KB
+    free (a container's small /dev/shm), the snapshot goes to the default temporary directory."""
+    import shutil as shutil_module
+
+    from alignment.engines import vllm_client
+
+    model = PaddockLlamaForCausalLM(tiny_config())
+    assert vllm_client.snapshot_root(model, torch.bfloat16, shm=tmp_path) == tmp_path
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(vllm_client.shutil, "disk_usage", lambda path: usage._replace(free=1024))
+    assert vllm_client.snapshot_root(model, torch.bfloat16, shm=tmp_path) is None
+    assert vllm_client.snapshot_root(model, torch.bfloat16, shm=tmp_path / "missing") is None

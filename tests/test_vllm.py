@@ -120,6 +120,22 @@ def test_sampling_contract_n_seeds_logprobs_and_eos(tiny):
         )
 
 
+def test_more_prompt_tokens_than_one_step_takes_with_seeds(tiny):
+    """64 seeded prompts of 60-120 tokens: more prefill than one engine step schedules, the case
+    where vLLM 0.32 on the CPU split prefills and died rewinding a CPU generator. Every prompt gets
+    its answers, and the same seeds give the same answers again."""
+    _, engine = tiny
+    g = torch.Generator().manual_seed(4)
+    prompts = [
+        torch.randint(3, 250, (int(torch.randint(60, 120, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(64)
+    ]
+    cfg = SamplingConfig(max_new_tokens=4, temperature=1.0, n=2, eos_token_ids=(2,), pad_token_id=0, seed=9)
+    first = engine.generate_tokens(prompts, cfg)
+    assert first.sequences.shape[0] == 128 and bool((first.response_mask.sum(1) > 0).all())
+    assert answers(engine.generate_tokens(prompts, cfg)) == answers(first)
+
+
 def test_stop_strings_end_a_row_where_the_string_completes(smollm2_tokenizer):
     """The same rule as Paddock's engine: the row ends with the token that completes the string."""
     config = tiny_config(
@@ -204,6 +220,49 @@ def test_ppo_with_the_vllm_engine_learns_the_programmatic_reward(smollm2_tokeniz
     start, end = sum(shares[:2]) / 2, sum(shares[-3:]) / 3
     assert start < 0.2
     assert end > start + 0.3, shares
+
+
+def test_a_killed_client_leaves_no_weights_behind(tmp_path):
+    """The snapshot is a model's size in /dev/shm. A client killed with SIGKILL cannot remove it, so
+    its worker, seeing stdin close, does, and exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = f"""
+import sys, time, torch
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from alignment import load_tokenizer
+from alignment.base_model.default_models import prepare
+from alignment.base_model.modeling import PaddockLlamaForCausalLM
+from alignment.engines.vllm_client import VLLMEngine
+from alignment.recipes.schema import VLLMConfig
+from tests.test_vllm import vllm_tiny_config
+engine = VLLMEngine(PaddockLlamaForCausalLM(vllm_tiny_config()), load_tokenizer(prepare("smollm2-135m")),
+                    VLLMConfig(python={VLLM_PYTHON!r}), "cpu")
+print(engine.dir, engine.proc.pid, flush=True)
+time.sleep(600)
+"""
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    snapshot, worker = client.stdout.readline().split()
+    assert Path(snapshot, "model.safetensors").is_file()
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    deadline = time.monotonic() + 60
+    while Path(snapshot).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not Path(snapshot).exists()
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(worker), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the worker outlived its client by a minute")
 
 
 @pytest.fixture(scope="module")

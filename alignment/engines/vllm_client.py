@@ -74,10 +74,10 @@ def require_python(explicit: str | None = None) -> str:
 def engine_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The causal LM's weights under transformers' names, LoRA deltas merged in (W + scaling·B@A),
     in `dtype`: what vLLM's Llama loader reads. A tied lm_head is left out (vLLM ties it itself)."""
-    from alignment.rl.sampler import _lora_layers
+    from alignment.rl.sampler import lora_layers
 
     inner = model.get_base_model() if hasattr(model, "peft_config") else model
-    lora = _lora_layers(inner) if hasattr(model, "peft_config") else {}
+    lora = lora_layers(inner) if hasattr(model, "peft_config") else {}
     weights = {}
     for name, param in inner.named_parameters():
         if ".lora_" in name or name.startswith("score.") or ".modules_to_save." in name:
@@ -119,19 +119,31 @@ def snapshot(model, tokenizer, directory: Path, dtype: torch.dtype) -> None:
     write_weights(model, directory, dtype)
 
 
-class VLLMEngine:
-    name = "vllm"
+def snapshot_root(model, dtype: torch.dtype, shm: Path = Path("/dev/shm")) -> Path | None:
+    """/dev/shm (memory: weight syncs skip the disk) when it has room for two copies of the
+    weights (one being replaced), else the default temporary directory (None). Containers often
+    give /dev/shm only 64 MB."""
+    need = 2 * sum(p.numel() for p in model.parameters()) * dtype.itemsize
+    try:
+        roomy = os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > need
+    except OSError:
+        roomy = False
+    return shm if roomy else None
 
-    def __init__(self, model, tokenizer, settings, device: torch.device, seed: int = 0):
+
+class VLLMEngine:
+    def __init__(
+        self, model, tokenizer, settings, device: torch.device, seed: int = 0, log_path: Path | None = None
+    ):
+        """`log_path`: where the worker's (vLLM's) own output goes; default a file in the snapshot
+        directory, which goes when the engine closes."""
         python = require_python(settings.python)
         self.settings, self.device = settings, torch.device(device)
         self.dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
             settings.dtype
         ]
-        shm = Path("/dev/shm")
-        root = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-        self.dir = Path(tempfile.mkdtemp(prefix="paddock-vllm-", dir=root))
-        self.log_path = self.dir / "worker.log"
+        self.dir = Path(tempfile.mkdtemp(prefix="paddock-vllm-", dir=snapshot_root(model, self.dtype)))
+        self.log_path = Path(log_path) if log_path is not None else self.dir / "worker.log"
         self.proc = None
         try:
             snapshot(model, tokenizer, self.dir, self.dtype)
@@ -165,6 +177,11 @@ class VLLMEngine:
         }
         if self.device.type == "cuda":
             args["gpu_memory_utilization"] = s.gpu_memory_utilization
+        else:
+            # vLLM 0.32 on the CPU: a seeded request whose prefill is split across steps rewinds
+            # its generator's offset, which CPU generators do not have (EngineDeadError, "CPU
+            # Generator does not use offset"). Whole prefills avoid it.
+            args.update(enable_chunked_prefill=False, max_num_batched_tokens=max(limit, 8192))
         return args
 
     def _environment(self) -> dict:
@@ -177,13 +194,15 @@ class VLLMEngine:
         if s.threads:
             env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{s.threads - 1}"
         if s.devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = s.devices  # separate GPUs for sampling
-        elif self.device.type == "cuda":  # colocated with the policy on its GPU
+            env["CUDA_VISIBLE_DEVICES"] = s.devices  # GPUs of its own for sampling
+        elif self.device.type == "cuda" and s.tensor_parallel_size == 1:  # colocated on the policy's GPU
             env["CUDA_VISIBLE_DEVICES"] = str(self.device.index or 0)
+        # Tensor-parallel without `devices`: vLLM takes the first tensor_parallel_size visible GPUs.
         env.pop("PYTHONPATH", None)  # Paddock's packages are not for vLLM's environment
         return env
 
     def _spawn(self, python: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [python, str(WORKER)],

@@ -18,6 +18,7 @@ A failure replies {"ok": false, "error": "..."} and the worker keeps serving.
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -42,11 +43,12 @@ def sampled_logprobs(completion) -> list[float]:
 
 class Worker:
     def __init__(self, send):
-        self.send, self.llm = send, None
+        self.send, self.llm, self.model_dir = send, None, None
 
     def start(self, model: str, engine: dict) -> dict:
         from vllm import LLM
 
+        self.model_dir = model
         begin = time.perf_counter()
         self.llm = LLM(model=model, **engine)
         import vllm
@@ -94,13 +96,17 @@ def main() -> None:
         request = json.loads(line)
         op = request.pop("op")
         if op == "exit":
-            break
+            return
         try:
             send(getattr(worker, op)(**request))
         except Exception as error:  # the client shows the message; the traceback goes to the log
             traceback.print_exc()
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             send({"ok": False, "error": f"{type(error).__name__}: {' '.join(lines[:4])}"})
+    # stdin closed without "exit": the client died (killed, say) and cannot remove the weights it
+    # wrote, a model's size in /dev/shm, so the worker does.
+    if worker.model_dir:
+        shutil.rmtree(worker.model_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process, which re-imports this module

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 
-def _lora_layers(inner: nn.Module) -> dict[str, nn.Module]:
+def lora_layers(inner: nn.Module) -> dict[str, nn.Module]:
     from peft.tuners.lora import LoraLayer
 
     return {name: m for name, m in inner.named_modules() if isinstance(m, LoraLayer)}
@@ -31,7 +31,7 @@ def can_merge(policy) -> bool:
     """True for a PEFT LoRA policy whose wrapped layers are plain nn.Linear (not 4-bit QLoRA)."""
     if not hasattr(policy, "peft_config"):
         return False
-    layers = _lora_layers(policy.get_base_model())
+    layers = lora_layers(policy.get_base_model())
     return bool(layers) and all(type(m.base_layer) is nn.Linear for m in layers.values())
 
 
@@ -50,7 +50,7 @@ class MergedSampler:
         for param in model.parameters():  # buffers (RoPE frequencies) keep their fp32
             param.data = param.data.to(dtype)
         self.model = model.requires_grad_(False)
-        lora = _lora_layers(inner)
+        lora = lora_layers(inner)
         sources = dict(inner.named_parameters())
         sources.update(inner.named_buffers())
         # (target, source, LoRA layer whose delta to add or None) for what `refresh` rewrites: the

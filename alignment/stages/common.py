@@ -96,7 +96,13 @@ class StageContext:
             from alignment.engines.vllm_client import VLLMEngine
 
             settings = self.recipe.generation.vllm
-            self.vllm = VLLMEngine(model, self.tokenizer(), settings, self.device, seed=self.seed)
+            log = (
+                self.dir.root
+                / f"vllm_worker{'' if distributed.world_size() == 1 else distributed.rank()}.log"
+            )
+            self.vllm = VLLMEngine(
+                model, self.tokenizer(), settings, self.device, seed=self.seed, log_path=log
+            )
         else:
             self.vllm.sync(model)
         return self.vllm
