@@ -87,7 +87,7 @@ def answer(
     total = sum(len(batch) for batch in batches.values())
     bar = tqdm(total=total, desc=progress, unit="prompt", disable=progress is None, leave=False)
     if hasattr(model, "generate_tokens"):  # an external engine (alignment/engines)
-        texts_by_batch, outputs = _engine_answers(model, tokenizer, batches, seeds, sampling, bar)
+        texts_by_batch, outputs = _engine_answers(model, tokenizer, batches, batch_size, sampling, bar)
     else:
         texts_by_batch, outputs = {}, []
         was_training = model.training
@@ -105,14 +105,14 @@ def answer(
     return Answers(texts, outputs, prompt_ids)
 
 
-def _engine_answers(engine, tokenizer, batches: dict, seeds: dict, sampling: SamplingConfig, bar):
+def _engine_answers(engine, tokenizer, batches: dict, batch_size: int, sampling: SamplingConfig, bar):
     """All of this process's batches in one request, so the engine can batch them continuously;
-    prompt j of batch b is seeded with b's seed + j."""
+    each prompt is seeded by its index in the whole list (seed · 1000003 + index)."""
     prompts = [ids for batch in batches.values() for ids in batch]
     if not prompts:  # another process has all the batches
         return {}, []
     per_prompt = [
-        None if seeds[index] is None else seeds[index] + j
+        None if sampling.seed is None else sampling.seed * 1_000_003 + index * batch_size + j
         for index, batch in batches.items()
         for j in range(len(batch))
     ]

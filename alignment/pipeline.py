@@ -21,12 +21,11 @@ import yaml
 
 from alignment import distributed
 from alignment.answers import reset_prompts_generated
-from alignment.engines import resolve_engine
 from alignment.errors import PaddockError
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
 from alignment.runs import COMPLETE, StageDir, write_atomic
-from alignment.stages.common import StageContext
+from alignment.stages.common import StageContext, stage_engine
 from alignment.stages.registry import STAGE_TYPES
 
 
@@ -53,10 +52,9 @@ def check_writable(run_dir: Path) -> None:
 
 def check_engines(recipe, run_dir: Path) -> None:
     """A stage that asks for vLLM where it is not installed fails here, before any compute."""
-    generation = recipe.generation
     for stage in recipe.stages:
         if not (run_dir / stage.name / COMPLETE).is_file():
-            resolve_engine(stage.engine or generation.engine, generation.vllm)
+            stage_engine(recipe, stage)
 
 
 def record_timing(run_dir: Path, stage: str, seconds: float) -> None:

@@ -32,6 +32,24 @@ def test_auto_is_paddock_without_vllm_and_vllm_without_it_is_one_line():
         resolve_engine("vllm", VLLMConfig(python=sys.executable))
 
 
+def test_auto_picks_vllm_for_ppo_only_and_only_where_it_is_installed(monkeypatch):
+    """The stage types' choices as benchmarks/RESULTS.md measured them: PPO, whose rollouts repeat,
+    wins vLLM's start-up back; a stage that samples once does not. Without vLLM, paddock for all."""
+    from alignment.engines import vllm_client
+    from alignment.recipes.schema import Recipe
+    from alignment.stages.common import stage_engine
+    from alignment.stages.ppo import PPOConfig
+    from alignment.stages.rejection_sampling import RejectionSamplingConfig
+
+    recipe = Recipe(run_name="r", stages=[RejectionSamplingConfig(), PPOConfig()])
+    assert [stage_engine(recipe, s) for s in recipe.stages] == ["paddock", "paddock"]
+    monkeypatch.setattr(vllm_client, "find_python", lambda explicit=None: "/venv/bin/python")
+    assert [stage_engine(recipe, s) for s in recipe.stages] == ["paddock", "vllm"]
+    recipe.stages[0].engine = "vllm"
+    recipe.stages[1].engine = "paddock"
+    assert [stage_engine(recipe, s) for s in recipe.stages] == ["vllm", "paddock"]
+
+
 def test_a_recipe_asking_for_vllm_without_it_fails_before_any_compute(tmp_path, tiny_checkpoint):  # noqa: F811
     recipe = write_recipe(tmp_path, tiny_checkpoint)
     result = paddock("run", str(recipe), "generation.engine=vllm")
@@ -123,14 +141,14 @@ class CountingEngine:
 
 
 def test_answer_sends_all_batches_to_an_engine_in_one_request(smollm2_tokenizer):
-    """Five prompts in batches of 2, seed 1: batch b is seeded 1·1000003 + b and its j-th prompt
-    that + j, so batches 0, 1, 2 give 1000003, 1000004 | 1000004, 1000005 | 1000005. One request
-    carries all five with those seeds, and the texts come back prompt-major, n=2 per prompt."""
+    """Five prompts in batches of 2, seed 1: prompt i is seeded 1·1000003 + i, whatever batch it is
+    in. One request carries all five with those seeds, and the texts come back prompt-major, n=2
+    per prompt."""
     engine = CountingEngine()
     conversations = [[{"role": "user", "content": "x" * (i + 1)}] for i in range(5)]
     cfg = SamplingConfig(max_new_tokens=4, n=2, seed=1, eos_token_ids=(2,))
     result = answer(engine, smollm2_tokenizer, conversations, cfg, batch_size=2)
-    seeds = [1_000_003, 1_000_004, 1_000_004, 1_000_005, 1_000_005]
+    seeds = [1_000_003, 1_000_004, 1_000_005, 1_000_006, 1_000_007]
     assert engine.calls == [(5, seeds)]
     expected = [smollm2_tokenizer.decode([3 + s % 100], skip_special_tokens=True).strip() for s in seeds]
     assert result.texts == [text for text in expected for _ in range(2)]

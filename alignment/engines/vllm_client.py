@@ -17,6 +17,7 @@ environment (the reason TRL's `vllm-serve` is a process of its own, too).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -69,6 +70,15 @@ def require_python(explicit: str | None = None) -> str:
         found = f"{where} has no vllm" if where and where != "none" else "vLLM is not installed"
         raise PaddockError(f"generation engine 'vllm': {found}; {INSTALL_HINT}")
     return python
+
+
+def request_seed(seed: int | None) -> int | None:
+    """The seed vLLM gets for a prompt's request. vLLM seeds the request's k-th sample with seed + k,
+    so consecutive seeds for consecutive prompts would give prompt i's sample k+1 and prompt i+1's
+    sample k the same random stream. A hash spreads them 2^62 wide."""
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(str(seed).encode(), digest_size=8).digest(), "big") >> 2
 
 
 def engine_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -256,9 +266,10 @@ class VLLMEngine:
         on_progress=None,
     ) -> GenerationOutput:
         """`cfg.n` samples for each prompt, prompt-major, as base_model.generation.generate returns
-        them. `seeds`: one per prompt (default: cfg.seed + the prompt's index)."""
+        them. `seeds`: one per prompt, distinct (default: cfg.seed + the prompt's index)."""
         if seeds is None:
             seeds = [None if cfg.seed is None else cfg.seed + i for i in range(len(prompt_ids))]
+        seeds = [request_seed(seed) for seed in seeds]
         sampling = {
             "n": cfg.n,
             "temperature": cfg.temperature,

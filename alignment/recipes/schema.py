@@ -180,8 +180,8 @@ class GenerationConfig:
 
     engine: Literal["auto", "paddock", "vllm"] = setting(
         "Who generates samples (rejection sampling, PPO rollouts, GAtt, context distillation, "
-        "evaluation and gold suites): paddock (in process), vllm (worker process), auto (vllm where "
-        "installed).",
+        "evaluation and gold suites): paddock (in process), vllm (worker process), or auto: vllm for "
+        "PPO where vLLM is installed, paddock otherwise (docs/generation.md says why).",
         default="auto",
     )
     vllm: VLLMConfig = setting("Settings of the vLLM worker.", default_factory=VLLMConfig)

@@ -83,8 +83,7 @@ class StageContext:
     @property
     def engine_name(self) -> str:
         """This stage's rollout engine, `auto` resolved (alignment/engines)."""
-        generation = self.recipe.generation
-        return resolve_engine(self.stage.engine or generation.engine, generation.vllm)
+        return stage_engine(self.recipe, self.stage)
 
     def sampler(self, model):
         """What to pass to `answers.answer` (or PPO) to sample from `model`: the model itself under
@@ -149,6 +148,17 @@ class StageContext:
             return load_scorer(model, cfg, paths, tokenizer, style, self.autocast_on, what, split)
 
         return LazyScorer(load) if lazy else load()
+
+
+def stage_engine(recipe, stage) -> str:
+    """The engine `stage` samples with: its own `engine` or the recipe's, `auto` resolved by the
+    stage type's choice; `vllm` where vLLM is missing is a PaddockError."""
+    from alignment.stages.registry import STAGE_TYPES
+
+    generation = recipe.generation
+    return resolve_engine(
+        stage.engine or generation.engine, generation.vllm, STAGE_TYPES[stage.type].auto_engine
+    )
 
 
 def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:

@@ -24,13 +24,22 @@ class StageType:
     run: Callable  # run(ctx: StageContext) -> summary dict; ends with the stage marked complete
     data_kind: DataKind | None  # how the stage's `data` sources are read; None: it reads none
     writes_model: bool  # False: a later stage's default `init_from` skips this one
+    # The engine `generation.engine: auto` picks for this stage where vLLM is installed: vLLM pays
+    # a start-up per stage, which only a stage that samples again and again wins back
+    # (benchmarks/RESULTS.md, "Rollout engines").
+    auto_engine: Literal["paddock", "vllm"] = "paddock"
 
 
 STAGE_TYPES: dict[str, StageType] = {}
 
 
 def register_stage(
-    name: str, config: type, run: Callable, data_kind: DataKind | None, writes_model: bool = True
+    name: str,
+    config: type,
+    run: Callable,
+    data_kind: DataKind | None,
+    writes_model: bool = True,
+    auto_engine: Literal["paddock", "vllm"] = "paddock",
 ) -> StageType:
     """Make `type: <name>` in a recipe select `config` and run `run`."""
     if not (isinstance(config, type) and issubclass(config, StageConfig)):
@@ -40,7 +49,7 @@ def register_stage(
     if not NAME.fullmatch(name):
         raise TypeError(f"stage type {name!r} must match {NAME.pattern}")
     config.stage_type = name
-    STAGE_TYPES[name] = StageType(config, run, data_kind, writes_model)
+    STAGE_TYPES[name] = StageType(config, run, data_kind, writes_model, auto_engine)
     return STAGE_TYPES[name]
 
 
@@ -70,7 +79,7 @@ def _register_builtin() -> None:
         rejection_sampling.run_rejection_sampling,
         "rl_prompts",
     )
-    register_stage("ppo", ppo.PPOConfig, ppo.run_ppo, "rl_prompts")
+    register_stage("ppo", ppo.PPOConfig, ppo.run_ppo, "rl_prompts", auto_engine="vllm")
     register_stage("gatt", gatt.GAttConfig, gatt.run_gatt, "dialogues")
     register_stage(
         "evaluation", evaluation.EvaluationConfig, evaluation.run_evaluation, None, writes_model=False
