@@ -146,7 +146,7 @@ def test_later_steps_keep_their_budget_and_get_what_earlier_ones_left(gc):
     # kernels took 30 s less than its budget: the pipeline may take that too
     left = gc.TOTAL_SECONDS - (budgets["kernels"] - 30)
     assert gc.step_timeout(left, "pipeline") == budgets["pipeline"] + 30
-    assert gc.step_timeout(50, "train_step") == 50
+    assert gc.step_timeout(50, "vllm") == 50  # the last step gets all that is left
 
 
 def test_the_vllm_step_needs_vllms_figure_and_goes_tensor_parallel_on_two_gpus(gc):
@@ -174,7 +174,9 @@ def test_main_runs_every_step_and_ends_with_one_json_line(gc, tmp_path, monkeypa
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setattr(gc, "cuda_available", lambda torch: True)
     monkeypatch.setattr(
-        gc, "gpu_info", lambda torch: {"torch": "2.x", "cuda": "12.x", "gpu": "Fake GPU", "triton": "3.x"}
+        gc,
+        "gpu_info",
+        lambda torch: {"torch": "2.x", "cuda": "12.x", "gpu": "Fake GPU", "triton": "3.x", "gpus": 1},
     )
     monkeypatch.setattr(gc.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
     stages = ["sft", "ppo"]
