@@ -1,22 +1,26 @@
-"""Paddock's Llama base model: architecture, checkpoint I/O, the embedded default and generation."""
+"""Paddock's Llama base model: architecture, checkpoint I/O, the embedded default and generation.
 
-from alignment.base_model.checkpoint import convert_gguf, save_checkpoint
-from alignment.base_model.loading import load_model, load_tokenizer, resolve
-from alignment.base_model.modeling import (
-    PaddockLlamaForCausalLM,
-    PaddockLlamaForReward,
-    PaddockLlamaForValue,
-    PaddockLlamaModel,
-)
+The names below are imported on first use: the modules behind them pull in torch and transformers
+(about 5 s), and lighter modules of this package (default_models' table, used by recipe
+validation) are imported through it."""
 
-__all__ = [
-    "PaddockLlamaForCausalLM",
-    "PaddockLlamaForReward",
-    "PaddockLlamaForValue",
-    "PaddockLlamaModel",
-    "convert_gguf",
-    "load_model",
-    "load_tokenizer",
-    "resolve",
-    "save_checkpoint",
-]
+_WHERE = {
+    "convert_gguf": "alignment.base_model.checkpoint",
+    "save_checkpoint": "alignment.base_model.checkpoint",
+    "load_model": "alignment.base_model.loading",
+    "load_tokenizer": "alignment.base_model.loading",
+    "resolve": "alignment.base_model.loading",
+    "PaddockLlamaForCausalLM": "alignment.base_model.modeling",
+    "PaddockLlamaForReward": "alignment.base_model.modeling",
+    "PaddockLlamaForValue": "alignment.base_model.modeling",
+    "PaddockLlamaModel": "alignment.base_model.modeling",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'alignment.base_model' has no attribute {name!r}")

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignment.base_model.checkpoint import COMPLETE_MARKER, convert_gguf
 from alignment.errors import PaddockError
 
 
@@ -46,6 +45,8 @@ def cached_path(name: str) -> Path:
 
 
 def is_prepared(name: str) -> bool:
+    from alignment.base_model.checkpoint import COMPLETE_MARKER  # torch: only when asked
+
     return (cached_path(name) / COMPLETE_MARKER).is_file()
 
 
@@ -70,4 +71,6 @@ def prepare(name: str = DEFAULT_MODEL_NAME) -> Path:
         )
     if is_prepared(name):
         return cached_path(name)
+    from alignment.base_model.checkpoint import convert_gguf
+
     return convert_gguf(gguf_source(DEFAULT_MODELS[name]), cached_path(name))
