@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from alignment import __version__
 from alignment.errors import PaddockError
 from alignment.placement import DEVICE_HELP
 
@@ -117,6 +118,7 @@ def one_line(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="paddock", description="Llama 2-Chat style RLHF and safety alignment")
+    parser.add_argument("--version", action="version", version=f"paddock {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="embedded default models").add_subparsers(

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignment.answers import answer, sampling_for
 from alignment.gym.graders import gold_score, is_refusal
 from alignment.recipes.config import setting
 
@@ -85,6 +84,8 @@ def evaluate_gold(
 ):
     """Greedy answers to every suite prompt; returns (rates, texts by kind). `split`: share the
     generation among processes (alignment/answers.py)."""
+    from alignment.answers import answer, sampling_for  # torch: imported when answers are made
+
     sampling = sampling_for(tokenizer, max_new_tokens=max_new_tokens, temperature=0)
     texts = {}
     for kind, records in rows.items():
