@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from alignment import __version__
 from alignment.errors import PaddockError
@@ -63,44 +62,14 @@ def cmd_chat(args) -> None:
             return
 
 
-def check_sources(recipe_path: str, recipe, only: list[str] | None) -> None:
-    """Every data source of the stages this run will start exists, has a readable type and loads
-    (rows in `on_error: skip` mode are only counted), checked before run_recipe creates the run
-    directory; a finished stage's data is not needed again."""
-    from alignment.data.sources import DataError, check_source
-    from alignment.runs import COMPLETE
-    from alignment.stages.common import read_source, source_path
-    from alignment.stages.registry import STAGE_TYPES
-
-    run_dir = Path(recipe.output_dir) / recipe.run_name
-    for i, stage in enumerate(recipe.stages):
-        done = run_dir / stage.name / COMPLETE
-        if (only and stage.name not in only) or stage.data is None or done.is_file():
-            continue
-        for group in ("sources", "test_sources"):
-            for j, source in enumerate(getattr(stage.data, group)):
-                where = f"{recipe_path}: stages[{i}].data.{group}[{j}]"
-                if source.stage and not (run_dir / source.stage / COMPLETE).is_file():
-                    continue  # written by an earlier stage of this run; read when that stage is done
-                try:
-                    check_source(source_path(source, run_dir))
-                except DataError as err:
-                    raise PaddockError(f"{where}.path: {source.path}: {err.reason}") from None
-                kind = STAGE_TYPES[stage.type].data_kind
-                if kind:  # every row, so a bad one fails before anything is written
-                    try:
-                        read_source(source, kind, run_dir=run_dir)
-                    except DataError as err:
-                        raise PaddockError(f"{where}: {err}") from None
-
-
 def cmd_run(args) -> None:
     from alignment.pipeline import run_recipe
-    from alignment.recipes import load_recipe
 
-    check_sources(args.recipe, load_recipe(args.recipe, args.overrides), args.stage)
-    run_dir = run_recipe(args.recipe, args.overrides, only=args.stage)
-    print(f"results: {run_dir}")
+    run_dir = run_recipe(
+        args.recipe, args.overrides, only=args.stage, rerun=args.rerun or (), dry_run=args.dry_run
+    )
+    if not args.dry_run:
+        print(f"results: {run_dir}")
 
 
 class Parser(argparse.ArgumentParser):
@@ -151,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="recipe YAML file")
     run.add_argument("overrides", nargs="*", help="overrides like stages.sft.learning_rate=1e-5")
     run.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    run.add_argument(
+        "--rerun",
+        action="append",
+        metavar="STAGE",
+        help="run this stage again from scratch, and every stage that builds on it (repeatable); "
+        "needed when a finished stage's settings or data changed",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything (recipe, data, fingerprints) and print the plan; write nothing",
+    )
     run.set_defaults(func=cmd_run)
 
     from alignment.recipes.commands import add_commands as add_recipe_commands

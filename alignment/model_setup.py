@@ -108,7 +108,7 @@ def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: boo
     import shutil
     import tempfile
 
-    from alignment.base_model.checkpoint import publish_dir
+    from alignment.base_model.checkpoint import replace_dir
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -118,9 +118,7 @@ def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: boo
         (tmp / ADAPTER_BASE_FILE).write_text(str(base_path) + "\n")
         if merge:
             save_checkpoint(model.merge_and_unload(), tmp / "merged", tokenizer)
-        if out.exists():
-            shutil.rmtree(out)
-        return publish_dir(tmp, out)
+        return replace_dir(tmp, out)  # refuses to delete files no Paddock save wrote
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

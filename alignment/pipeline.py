@@ -1,8 +1,10 @@
 """`paddock run RECIPE`: run the recipe's stages in order into runs/<run-name>/<stage>/.
 
-A stage with its completion marker is skipped; an unfinished one resumes from its last
-checkpoint. Each stage starts from `init_from` (an earlier stage's name or a path), by default
-the previous stage's model, and the first from the recipe's model.
+The plan comes first (alignment/plan.py): a finished stage whose fingerprint matches the recipe is
+skipped, an unfinished one resumes from its last checkpoint, one made otherwise stops the run
+before anything is written unless `--rerun` names it. Each stage starts from `init_from` (an
+earlier stage's name or a path), by default the previous stage's model, and the first from the
+recipe's model.
 
 Under a launcher (accelerate launch, torchrun) every process runs this same loop; only the main
 process writes the run directory, and all of them meet at each stage's start and end, so no
@@ -11,8 +13,11 @@ process starts a stage before the main one has marked the previous one complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -22,22 +27,30 @@ import yaml
 from alignment import distributed
 from alignment.answers import reset_prompts_generated
 from alignment.errors import PaddockError
+from alignment.fingerprints import FINGERPRINT
+from alignment.plan import format_plan, make_plan
 from alignment.preflight import check_free_space
 from alignment.recipes import load_recipe
-from alignment.runs import COMPLETE, StageDir, write_atomic
-from alignment.stages.common import StageContext, stage_engine
+from alignment.runs import StageDir, write_atomic, write_json
+from alignment.stages.common import StageContext
 from alignment.stages.registry import STAGE_TYPES
 
 
-def stage_init(recipe, index: int, run_dir: Path) -> str:
+def stage_init_stage(recipe, index: int) -> str | None:
+    """The earlier stage whose model stage `index` starts from, or None (a path or the base model)."""
     stage = recipe.stages[index]
-    names = [s.name for s in recipe.stages]
+    names = [s.name for s in recipe.stages[:index]]
     if stage.init_from is None:
         earlier = [s for s in recipe.stages[:index] if STAGE_TYPES[s.type].writes_model]
-        return str(run_dir / earlier[-1].name / "model") if earlier else recipe.model.name_or_path
-    if stage.init_from in names:
-        return str(run_dir / stage.init_from / "model")
-    return stage.init_from
+        return earlier[-1].name if earlier else None
+    return stage.init_from if stage.init_from in names else None
+
+
+def stage_init(recipe, index: int, run_dir: Path) -> str:
+    init_stage = stage_init_stage(recipe, index)
+    if init_stage is not None:
+        return str(run_dir / init_stage / "model")
+    return recipe.stages[index].init_from or recipe.model.name_or_path
 
 
 def check_writable(run_dir: Path) -> None:
@@ -50,11 +63,13 @@ def check_writable(run_dir: Path) -> None:
         raise PaddockError(f"{run_dir}: cannot write run outputs ({err.strerror})") from None
 
 
-def check_engines(recipe, run_dir: Path) -> None:
-    """A stage that asks for vLLM where it is not installed fails here, before any compute."""
-    for stage in recipe.stages:
-        if not (run_dir / stage.name / COMPLETE).is_file():
-            stage_engine(recipe, stage)
+def check_writable_later(run_dir: Path) -> None:
+    """What check_writable finds, without writing: the nearest existing folder must be writable."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PaddockError(f"{run_dir}: cannot write run outputs ({existing} is not writable)")
 
 
 def record_timing(run_dir: Path, stage: str, seconds: float) -> None:
@@ -65,34 +80,63 @@ def record_timing(run_dir: Path, stage: str, seconds: float) -> None:
     write_atomic(path, json.dumps(timings, indent=2) + "\n")
 
 
-def run_recipe(path: str | Path, overrides=(), only: list[str] | None = None) -> Path:
+def run_recipe(
+    path: str | Path, overrides=(), only: list[str] | None = None, rerun=(), dry_run: bool = False
+) -> Path:
+    """Plan the run (alignment/plan.py: every check before any compute), then run it; `dry_run`
+    prints the plan and writes nothing."""
     recipe = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir) / recipe.run_name
     main = distributed.is_main()
+    plans = make_plan(recipe, run_dir, only, rerun)
+    if dry_run:
+        check_writable_later(run_dir)
+        print(format_plan(recipe, run_dir, plans))
+        print("dry run: nothing was written")
+        return run_dir
     if main:
         check_writable(run_dir)
         check_free_space(recipe, run_dir)
-    check_engines(recipe, run_dir)
-    if main:
-        raw = yaml.safe_load(Path(path).read_text())
-        write_atomic(run_dir / "recipe.yaml", yaml.safe_dump({"recipe": raw, "overrides": list(overrides)}))
     try:
-        for index in range(len(recipe.stages)):
-            if not only or recipe.stages[index].name in only:
+        for index, plan in enumerate(plans):
+            if plan.action == "skip" and main:
+                print(f"[{plan.name}] complete, skipping: {plan.reason} ({run_dir / plan.name})")
+            if plan.runs:
+                if main:
+                    prepare_stage_dir(recipe, index, plan, run_dir, path, overrides)
                 run_stage(recipe, index, run_dir, main)
     finally:
         distributed.cleanup()
     return run_dir
 
 
+def prepare_stage_dir(recipe, index: int, plan, run_dir: Path, recipe_path, overrides) -> None:
+    """A rerun starts from an empty stage directory; a stage starting afresh records what makes it
+    (fingerprint.json) and its resolved config as it runs (config.yaml). A resumed stage keeps the
+    records it started with: they match, or the plan would have stopped."""
+    stage_dir = run_dir / plan.name
+    if plan.action == "rerun":
+        shutil.rmtree(stage_dir)
+        print(f"[{plan.name}] rerunning: {plan.reason}")
+    if (stage_dir / FINGERPRINT).is_file():
+        return
+    stage = recipe.stages[index]
+    config = {
+        "recipe_file": str(recipe_path),
+        "overrides": list(overrides),
+        "seed": recipe.seed,
+        "model": dataclasses.asdict(recipe.model),
+        "engine": plan.fingerprint["engine"],
+        "stage": dataclasses.asdict(stage),
+    }
+    write_atomic(stage_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_json(stage_dir / FINGERPRINT, plan.fingerprint)
+
+
 def run_stage(recipe, index: int, run_dir: Path, main: bool) -> None:
     stage = recipe.stages[index]
     distributed.barrier()  # the previous stage is complete on disk for every process
     report_to = recipe.logging.report_to
-    if (run_dir / stage.name / COMPLETE).is_file():
-        if main:
-            print(f"[{stage.name}] complete, skipping ({run_dir / stage.name})")
-        return
     stage_dir = StageDir(
         distributed.stage_root(run_dir / stage.name),
         tensorboard="tensorboard" in report_to,

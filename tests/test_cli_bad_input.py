@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alignment import cli
@@ -58,6 +58,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def assert_one_line_error(code: int, stderr: str) -> None:
     assert code != 0, "bad input was accepted"
+    assert code == 2, f"a refusal exits 2, got {code}"
     assert "Traceback" not in stderr, stderr
     lines = stderr.splitlines()
     assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{stderr}"
@@ -183,6 +184,24 @@ def test_mutated_recipes_are_rejected_in_one_line(doc):
     check_run_rejects(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"))
 
 
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=mutated_quickstart())
+@example(doc=QUICKSTART)  # at least one recipe that plans, so the exit-0 branch is exercised
+def test_a_dry_run_of_any_recipe_plans_or_refuses_in_one_line_and_writes_nothing(doc):
+    """`paddock run --dry-run` reads every source of a recipe that validates (the quickstart's gym
+    data, mutated): it prints a plan (exit 0) or one error line (exit 2), and writes nothing."""
+    with scratch_dir() as tmp:
+        path = tmp / "recipe.yaml"
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        before = files_under(tmp)
+        code, stdout, stderr = run_cli(["run", str(path), "--dry-run"])
+        if code == 0:
+            assert "nothing was written" in stdout and not stderr
+        else:
+            assert_one_line_error(code, stderr)
+        assert files_under(tmp) == before
+
+
 # --- random overrides ----------------------------------------------------------------------------
 
 key_parts = st.one_of(
@@ -206,6 +225,10 @@ def test_random_overrides_are_rejected_in_one_line(items):
 
 
 # --- recipes that validate but name data that cannot be read -------------------------------------
+
+
+def no_stage_runs(*args, **kwargs):
+    raise AssertionError("a stage ran although the pre-flight should have stopped the run")
 
 
 def quickstart_with(change) -> bytes:
@@ -232,8 +255,8 @@ def first_source(doc) -> dict:
 def test_unreadable_sources_are_refused_before_the_run_directory_exists(monkeypatch, change, expected):
     """A missing file or an unknown adapter is known before any compute; finding it when the stage
     starts would leave a run directory (and maybe finished earlier stages) behind a typo."""
-    # no stage runners: if the check were missing, the run fails fast instead of training in-process
-    monkeypatch.setattr("alignment.pipeline.STAGE_TYPES", {})
+    # no stage runs: if the check were missing, the run fails fast instead of training in-process
+    monkeypatch.setattr("alignment.pipeline.run_stage", no_stage_runs)
     with scratch_dir() as tmp:
         (tmp / "recipe.yaml").write_bytes(quickstart_with(change))
         code, _, stderr = run_cli(["run", "recipe.yaml"])
@@ -247,7 +270,7 @@ def test_a_bad_row_deep_in_a_source_is_refused_before_anything_is_written(monkey
     """The source exists and its first rows are fine; row 3 is broken. `paddock run` reads every
     row of the stages it will start before it creates the run directory, so the error names the
     file and line and nothing is left behind."""
-    monkeypatch.setattr("alignment.pipeline.STAGE_TYPES", {})
+    monkeypatch.setattr("alignment.pipeline.run_stage", no_stage_runs)
     stage = QUICKSTART["stages"][stage_index]
     good = (REPO / stage["data"]["sources"][0]["path"]).read_text().splitlines()[:2]
     with scratch_dir() as tmp:

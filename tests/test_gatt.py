@@ -388,7 +388,8 @@ def test_unfinished_stage_reuses_its_samples_and_gives_the_same_result(gatt_run)
     (out / "gatt_data.jsonl").write_text(data_before)  # unchanged, but a re-sample would rewrite it
     changed = paddock("run", str(gatt_run / "recipe.yaml"), "stages.gatt.temperature=0.9")
     assert (
-        changed.returncode != 0 and "sampled with other settings (differing: temperature)" in changed.stderr
+        changed.returncode == 2
+        and "stage gatt started with other settings (temperature: 0.7 -> 0.9)" in changed.stderr
     )
     again = paddock("run", str(gatt_run / "recipe.yaml"))
     assert again.returncode == 0, again.stderr[-3000:]

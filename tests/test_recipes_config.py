@@ -44,7 +44,7 @@ class ToyRM(StageConfig):
 @pytest.fixture
 def toy_stages():
     register_stage("toy_sft", ToySFT, run=print, data_kind="dialogues")
-    register_stage("toy_rm", ToyRM, run=print, data_kind="preferences")
+    register_stage("toy_rm", ToyRM, run=print, data_kind=None)
     yield
     unregister_stage("toy_sft"), unregister_stage("toy_rm")
 
@@ -181,8 +181,14 @@ def test_missing_required_key_names_path(toy_stages, path, expected):
             "toy_sfft",
             "neither an earlier stage (toy_sft) nor a path (did you mean 'toy_sft'?)",
         ),
-        ("stages.1.type", "toy_sft", "stages[1].name: duplicate stage name 'toy_sft'"),
+        ("stages.1.name", "toy_sft", "stages[1].name: duplicate stage name 'toy_sft'"),
         ("stages.0.name", "my stage", "stages[0].name: 'my stage' is not a valid name"),
+        ("stages.0.data", None, "stages[0].data: a toy_sft stage needs `data` with dialogues sources"),
+        (
+            "stages.0.data.sources.0.name",
+            "../../x",
+            "stages[0].data.sources[0].name: '../../x' is not a valid name",
+        ),
         ("stages", [], "stages: give at least one stage"),
         (
             "stages.0.data.mixture",
@@ -282,6 +288,7 @@ model:
 stages:
   - type: toy_sft
     learning_rate: 1e-5
+    data: {sources: [{path: d.jsonl}]}
   - type: toy_rm
     margn: small
 """
@@ -291,7 +298,7 @@ def test_load_recipe_names_file_and_line(toy_stages, tmp_path):
     path = write(tmp_path, RECIPE)
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
-    assert str(info.value) == f"{path}:8: unknown key 'margn' at stages[1] (did you mean 'margin'?)"
+    assert str(info.value) == f"{path}:9: unknown key 'margn' at stages[1] (did you mean 'margin'?)"
     recipe = load_recipe(write(tmp_path, RECIPE.replace("margn", "margin")), ["stages.toy_rm.margin=large"])
     assert recipe.stages[0].learning_rate == 1e-5 and recipe.stages[1].margin == "large"
     assert recipe.model.lora is not None and recipe.model.lora.r == 16
@@ -379,7 +386,7 @@ def test_cli_list_validate_schema(toy_stages, tmp_path, capsys):
     with pytest.raises(RecipeError, match="1 of 2 recipe"):
         run_cli(["recipes", "validate", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "bad.yaml:8: unknown key 'margn'" in out and "ok " in out
+    assert "bad.yaml:9: unknown key 'margn'" in out and "ok " in out
 
     run_cli(["recipes", "schema"])
     out = capsys.readouterr().out

@@ -8,12 +8,15 @@ layer. Only safetensors are read: pickled `.bin` weights can run code when loade
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import logging
 import os
 import shutil
 import struct
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -171,25 +174,150 @@ def load_checkpoint(
     extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
     if torch.device(device).type != "cpu":  # weights go from the file to the GPU, not via a CPU copy
         extra["device_map"] = {"": str(device)}
-    model, info = model_cls.from_pretrained(
-        path,
-        config=config,
-        dtype=resolve_dtype(dtype),
-        output_loading_info=True,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,  # never the pickled .bin fallback (checked above only without quantization)
-        **extra,
-    )
+    with held_load_report() as report:
+        model, info = model_cls.from_pretrained(
+            path,
+            config=config,
+            dtype=resolve_dtype(dtype),
+            output_loading_info=True,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never the pickled .bin fallback (checked above only without quantization)
+            **extra,
+        )
+        if not only_heads_paddock_handles(head, info):
+            report.release()
     if head != "causal_lm" and any(k in HEAD_KEYS[head] for k in info["missing_keys"]):
         log.info("%s: no %s head in the checkpoint; initialised a new one", path, head)
     return model if quantization_config is not None else model.to(device)
 
 
+def only_heads_paddock_handles(head: str, info: dict) -> bool:
+    """Whether transformers' loading info lists nothing but head weights Paddock deals with itself:
+    a reward/value head absent from the checkpoint (initialised new, as load_model documents) and
+    another head's weights the checkpoint carries (a causal LM's lm_head under a reward model).
+    A causal LM's missing lm_head is not one of them: nothing replaces it."""
+    if head == "causal_lm" or info["mismatched_keys"] or info["error_msgs"]:
+        return False
+    other_heads = {k for keys in HEAD_KEYS.values() for k in keys} - set(HEAD_KEYS[head])
+    return set(info["missing_keys"]) <= set(HEAD_KEYS[head]) and set(info["unexpected_keys"]) <= other_heads
+
+
+class HeldLoadReport(logging.Filter):
+    """Keeps back transformers' LOAD REPORT records logged on this thread, to drop or release."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__()
+        self.logger = logger
+        self.thread = threading.get_ident()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread and "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        """Log the held records after all, as transformers would have."""
+        self.logger.removeFilter(self)
+        for record in self.held:
+            self.logger.handle(record)
+        self.held.clear()
+
+
+@contextlib.contextmanager
+def held_load_report():
+    """transformers logs a LOAD REPORT table for every key it did not load, including the reward
+    and value heads Paddock initialises itself on purpose, so every reward-model or critic start
+    printed a MISSING / newly-initialized warning. The report is held while loading; the caller
+    releases it when it says something Paddock does not handle, and it is released if loading fails
+    (it then explains the failure). Other transformers messages pass untouched."""
+    logger = logging.getLogger("transformers.modeling_utils")  # the logger the report goes to
+    held = HeldLoadReport(logger)
+    logger.addFilter(held)
+    try:
+        yield held
+    except BaseException:
+        held.release()
+        raise
+    finally:
+        logger.removeFilter(held)
+
+
+def seal(tmp: Path) -> None:
+    """Mark a finished temp dir complete. The marker lists every file in it, so a later save into
+    the same place knows which files Paddock wrote and may replace."""
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model cache is meant to be shared
+    manifest = {"files": [name for name in files_under(tmp) if name != COMPLETE_MARKER]}
+    (tmp / COMPLETE_MARKER).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def files_under(root: Path) -> list[str]:
+    """Every non-directory entry below `root` (symlinks included, never followed), as relative
+    POSIX paths."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        found += [here / name for name in filenames]
+        found += [here / name for name in dirnames if (here / name).is_symlink()]
+    return sorted(path.relative_to(root).as_posix() for path in found)
+
+
+# What a checkpoint sealed before markers carried a manifest (they held "ok") can contain: the HF
+# layout of a model, its tokenizer and a PEFT adapter with the file naming its base. A README.md
+# counts only when it is PEFT's model card (see foreign_files): a user may have written one.
+LEGACY_CHECKPOINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "adapter_config.json",
+    "paddock_base.txt",
+    COMPLETE_MARKER,
+)
+
+
+def foreign_files(path: Path) -> list[str]:
+    """Files in the directory `path` that no Paddock save wrote (per its marker's manifest); a
+    directory without a marker is all foreign."""
+    present = files_under(path)
+    marker = path / COMPLETE_MARKER
+    if not marker.is_file():
+        return present
+    try:
+        written = set(json.loads(marker.read_text())["files"]) | {COMPLETE_MARKER}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        written = None
+    if written is not None:
+        return [name for name in present if name not in written]
+    # A legacy marker: judge each file by name, the nested merged/ checkpoint by the same rule.
+    legacy = [name for name in present if not name.startswith("merged/")]
+    foreign = [n for n in legacy if not any(fnmatch.fnmatch(n, p) for p in LEGACY_CHECKPOINT_FILES)]
+    if "README.md" in foreign and is_peft_model_card(path / "README.md"):
+        foreign.remove("README.md")
+    if (path / "merged").is_dir() and not (path / "merged").is_symlink():
+        foreign += [f"merged/{name}" for name in foreign_files(path / "merged")]
+    return foreign
+
+
+def is_peft_model_card(file: Path) -> bool:
+    try:
+        head = file.read_text()[:2000]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("---") and "library_name: peft" in head
+
+
 def publish_dir(tmp: Path, final: Path) -> Path:
     """Atomically move a finished temp dir into place. If another process published first, keep
     theirs (it is complete too: only finished dirs are ever renamed) and discard ours."""
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model cache is meant to be shared
-    (tmp / COMPLETE_MARKER).write_text("ok\n")
+    seal(tmp)
     try:
         os.rename(tmp, final)
     except OSError:
@@ -200,8 +328,47 @@ def publish_dir(tmp: Path, final: Path) -> Path:
     return final
 
 
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move the finished temp dir `tmp` to `final`, replacing what an earlier Paddock save left
+    there. Anything else at `final` (a file, a link, a directory holding a file no Paddock save
+    wrote) is refused before it is touched: Paddock only ever deletes what it wrote itself."""
+    seal(tmp)
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise PaddockError(f"{final}: exists and is not a directory; save the checkpoint elsewhere")
+    if final.is_dir():
+        foreign = foreign_files(final)
+        if foreign:
+            more = f" and {len(foreign) - 1} more file(s)" if len(foreign) > 1 else ""
+            raise PaddockError(
+                f"{final}: holds {foreign[0]}{more} that Paddock did not write; "
+                "move them away or save the checkpoint elsewhere"
+            )
+        # Directories cannot be swapped in one rename: the old one steps aside first and is only
+        # deleted once the new one is in place. A kill between the two renames leaves the old
+        # checkpoint whole in .<name>.old-*/ beside `final`.
+        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.rename(final, aside / final.name)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            os.rename(aside / final.name, final)
+            aside.rmdir()
+            raise
+        shutil.rmtree(aside)
+        return final
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if final.exists():  # it appeared since the check: another writer's; leave it alone
+            raise PaddockError(f"{final}: created by another process while saving; not replaced") from None
+        raise
+    return final
+
+
 def save_checkpoint(model, path: str | Path, tokenizer=None) -> Path:
-    """Write the HF layout (config.json, safetensors, tokenizer) atomically: temp dir, then rename."""
+    """Write the HF layout (config.json, safetensors, tokenizer) into a temp dir beside `path`, then
+    move it into place, replacing an earlier Paddock checkpoint there (see replace_dir). A failure
+    while writing leaves whatever was at `path` as it was."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -209,9 +376,7 @@ def save_checkpoint(model, path: str | Path, tokenizer=None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        return publish_dir(tmp, final)
+        return replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

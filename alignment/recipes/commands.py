@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from alignment.errors import PaddockError
 from alignment.recipes import default_recipes_dir, find_recipes, read_yaml, validate_recipe
 from alignment.recipes.config import RecipeError, field_types, type_name
 from alignment.recipes.schema import StageConfig, schema_classes, stage_configs
@@ -113,12 +114,18 @@ def cmd_validate(args) -> None:
     failed = 0
     for path in files:
         try:
-            validate_recipe(display(path))
-        except RecipeError as err:
+            recipe = validate_recipe(display(path))
+            if args.data:
+                from alignment.plan import check_recipe_data
+
+                plans = check_recipe_data(recipe)
+        except PaddockError as err:  # a RecipeError, or a data source that does not load
             failed += 1
-            print(err)
+            print(f"{display(path)}: {err}" if not isinstance(err, RecipeError) else err)
         else:
-            print(f"ok {display(path)}")
+            rows = sum(p.data.get("train_rows", 0) for p in plans) if args.data else 0
+            note = f" (data: {rows} training rows over all stages)" if args.data else ""
+            print(f"ok {display(path)}{note}")
     if failed:
         raise RecipeError(f"{failed} of {len(files)} recipe(s) failed validation")
 
@@ -139,6 +146,9 @@ def add_commands(subparsers) -> None:
         "paths", nargs="*", metavar="PATH", help="recipe files or directories (default: all recipes)"
     )
     validate.add_argument("--dir", help="directory to search when no PATH is given")
+    validate.add_argument(
+        "--data", action="store_true", help="also read every row of every data source, as `paddock run` will"
+    )
     validate.set_defaults(func=cmd_validate)
     schema = actions.add_parser("schema", help="print the field reference (Markdown, as in docs/recipes.md)")
     schema.set_defaults(func=cmd_schema)

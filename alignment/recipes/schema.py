@@ -243,6 +243,8 @@ class SourceConfig:
     def check_config(self, path: str) -> None:
         if not self.path:
             raise RecipeError(f"{join(path, 'path')}: must not be empty", path)
+        # The name becomes a file name in the stage directory (rejects-<name>.jsonl).
+        check_name(self.name, RUN_NAME, join(path, "name"))
         if self.categories is not None and not self.categories:
             where = join(path, "categories")
             raise RecipeError(f"{where}: give at least one category, or null for all", where)
@@ -331,6 +333,11 @@ class DataConfig:
     max_rows: int | None = setting(
         "Cap on training rows after mixing (quick runs); null = all.", default=None
     )
+    split_key: str | None = setting(
+        "A `meta` field whose value groups rows for the train/test split (e.g. a conversation id). "
+        "Default: a dialogue's first user turn, a pair's or RL prompt's whole prompt.",
+        default=None,
+    )
 
     def check_config(self, path: str) -> None:
         if not self.sources:
@@ -407,6 +414,14 @@ class StageConfig:
 
     def check_config(self, path: str) -> None:
         check_name(self.name, NAME, join(path, "name"))
+        from alignment.stages.registry import STAGE_TYPES
+
+        kind = STAGE_TYPES[self.type].data_kind if self.type in STAGE_TYPES else None
+        if kind is not None and self.data is None:
+            where = join(path, "data")
+            raise RecipeError(
+                f"{where}: a {self.type} stage needs `data` with {kind.replace('_', ' ')} sources", where
+            )
 
 
 def registered_types() -> str:
@@ -447,8 +462,10 @@ class Recipe:
                     f"{where}: duplicate stage name {stage.name!r}; give each {stage.type!r} stage a `name`",
                     where,
                 )
-            check_init_from(stage, names, [s.name for s in self.stages[i:]], join(here, "init_from"))
+            rest = [s.name for s in self.stages[i:]]
+            check_init_from(stage, names, rest, join(here, "init_from"))
             check_source_stages(stage, names, join(here, "data"))
+            check_model_references(stage, names, rest, here)
             names.append(stage.name)
 
 
@@ -465,14 +482,39 @@ def check_source_stages(stage: StageConfig, earlier: list[str], where: str) -> N
                 raise RecipeError(f"{here}: {source.stage!r} is not an earlier stage ({known}){hint}", here)
 
 
+# Settings of some stage types that name a model: an earlier stage or a checkpoint path.
+MODEL_REFERENCES = ("reward_models.helpful", "reward_models.safety", "critic_from")
+
+
+def check_model_references(stage: StageConfig, earlier: list[str], rest: list[str], here: str) -> None:
+    """Reward models, a PPO critic and an evaluation's models name earlier stages (or paths), as
+    `init_from` does; checked here so a misspelt name fails before the first stage runs."""
+    for dotted in MODEL_REFERENCES:
+        value = stage
+        for part in dotted.split("."):
+            value = getattr(value, part, None)
+        if isinstance(value, str):
+            check_model_reference(value, stage, earlier, rest, join(here, dotted), "use")
+    for i, name in enumerate(getattr(stage, "models", None) or []):
+        where = join(join(here, "models"), i)
+        if name not in earlier:
+            known = ", ".join(earlier) or "none"
+            hint = closest(name, earlier)
+            raise RecipeError(f"{where}: {name!r} is not an earlier stage ({known}){hint}", where)
+
+
 def check_init_from(stage: StageConfig, earlier: list[str], rest: list[str], where: str) -> None:
     """`init_from` must name an earlier stage, a default model or a path: a later stage's output does
     not exist yet when this one starts, and a bare word that is none of these is a misspelt name."""
-    value = stage.init_from
-    if value is None or value in earlier or value in DEFAULT_MODELS:
+    if stage.init_from is not None:
+        check_model_reference(stage.init_from, stage, earlier, rest, where, "start from")
+
+
+def check_model_reference(value: str, stage, earlier: list[str], rest: list[str], where: str, verb: str):
+    if value in earlier or value in DEFAULT_MODELS:
         return
     if value == stage.name:
-        raise RecipeError(f"{where}: a stage cannot start from itself", where)
+        raise RecipeError(f"{where}: a stage cannot {verb} itself", where)
     if value in rest:
         raise RecipeError(f"{where}: stage {value!r} does not run before {stage.name!r}", where)
     if not looks_like_path(value):

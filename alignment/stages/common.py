@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,16 +13,13 @@ import torch
 
 from alignment import distributed
 from alignment.answers import prompts_generated
-from alignment.data import loading
-from alignment.data.mixtures import PAPER_MIXTURES, build_mixture, preset_sources, split_by_prompt
-from alignment.data.records import category_of
 from alignment.data.sources import data_path
 from alignment.engines import resolve_engine
-from alignment.errors import PaddockError
 from alignment.placement import peak_memory_gb, placement_record, resolve_device
 from alignment.plotting import figure, save_plot
 from alignment.precision import bf16_autocast
 from alignment.runs import StageDir, write_json
+from alignment.stages import stage_data
 from alignment.training.loop import LoopSettings
 from safety.evaluation import evaluate_gold, suite_rows
 from safety.rewards import LazyScorer, RewardScorer, load_scorer
@@ -170,83 +166,13 @@ def resolve_stage_model(ctx: StageContext, name_or_path: str) -> str:
 
 
 def load_source(ctx: StageContext, source, kind: str):
-    name = source.name or Path(source.path).stem
-    result = read_source(source, kind, ctx.dir.root / f"rejects-{name}.jsonl", ctx.run_dir)
-    if source.categories is not None:
-        result.records = [r for r in result.records if category_of(r) in source.categories]
-    return name, result
-
-
-def source_path(source, run_dir: Path) -> Path:
-    """Where a recipe source's file is: in an earlier stage's directory when it names one."""
-    return run_dir / source.stage / source.path if source.stage else data_path(source.path)
-
-
-def read_source(source, kind: str, rejects: Path | None = None, run_dir: Path | None = None):
-    """A recipe data source read as preferences, dialogues or RL prompts; skipped rows go to
-    `rejects` when given. `run_dir` is needed for a source read from a stage's output."""
-    if source.stage and run_dir is None:
-        raise PaddockError(f"source {source.path!r} of stage {source.stage!r} needs the run directory")
-    path = source_path(source, run_dir)
-    if kind == "preferences":
-        options = dict(source.options)
-        if source.category:
-            options.setdefault("category", source.category)
-        result = loading.load_preferences(
-            path,
-            source.adapter,
-            on_error=source.on_error,
-            rejects_path=rejects,
-            split=source.split,
-            **options,
-        )
-    else:
-        loader = loading.load_dialogues if kind == "dialogues" else loading.load_rl_prompts
-        result = loader(
-            path,
-            on_error=source.on_error,
-            rejects_path=rejects,
-            split=source.split,
-            category=source.category or "helpfulness",
-        )
-    return result
+    """(name, LoadResult) of one of the stage's sources; skipped rows go to the stage directory."""
+    return stage_data.load_source(source, kind, ctx.run_dir, ctx.dir.root)
 
 
 def load_records(ctx: StageContext, kind: str) -> tuple[list, list, dict]:
     """(train, test, report) for the stage's data: sources loaded, mixed, capped and split by prompt."""
-    data = ctx.stage.data
-    loaded = dict(load_source(ctx, source, kind) for source in data.sources)
-    report = {name: summary(loaded[name], source) for name, source in zip(loaded, data.sources, strict=True)}
-    by_name = {name: result.records for name, result in loaded.items()}
-    if data.mixture is None:
-        rows = [row for name in by_name for row in by_name[name]]
-    else:
-        spec = PAPER_MIXTURES[data.mixture] if isinstance(data.mixture, str) else data.mixture
-        if isinstance(data.mixture, str):  # presets name categories; sources are grouped by category
-            everything = [r for rows in by_name.values() for r in rows]
-            by_name = preset_sources(everything, spec, category_of)
-            spec = {key: value for key, value in spec.items() if by_name[key] or "anchor" in value}
-        rows, mix = build_mixture(by_name, spec, seed=ctx.seed)
-        report["mixture"] = {**mix.to_dict(), "by_category": dict(Counter(category_of(r) for r in rows))}
-    prompt_of = (lambda r: r.messages[:1]) if kind == "dialogues" else (lambda r: r.prompt)
-    if data.test_sources:
-        test = [row for source in data.test_sources for row in load_source(ctx, source, kind)[1].records]
-        train = rows
-    else:
-        train, test = split_by_prompt(rows, data.test_fraction, seed=ctx.seed, prompt_of=prompt_of)
-    if data.max_rows:
-        train = train[: data.max_rows]
-    report["train_rows"], report["test_rows"] = len(train), len(test)
-    if not train:
-        raise PaddockError(f"stage {ctx.stage.name}: no training rows after loading and mixing")
-    return train, test, report
-
-
-def summary(result, source) -> str:
-    text = result.report.summary()
-    if source.categories is not None:
-        text += f"; kept {len(result.records)} of categories {', '.join(source.categories)}"
-    return text
+    return stage_data.stage_records(ctx.stage, ctx.seed, ctx.run_dir, kind, ctx.dir.root)
 
 
 def plot_metrics(ctx: StageContext, keys=("loss", "eval_loss")) -> list[str]:

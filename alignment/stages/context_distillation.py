@@ -253,18 +253,20 @@ def plot_kept(ctx, by_category: dict[str, dict]) -> list[str]:
     return [save_plot(fig, ctx.dir.plots / "kept_by_category.png", root=ctx.dir.root)]
 
 
-def run_context_distillation(ctx: StageContext) -> dict:
-    cfg: ContextDistillationConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: context distillation needs `data` with RL-prompt sources")
-    tokenizer = ctx.tokenizer()
-    train_rows, _, data_report = load_records(ctx, kind="rl_prompts")
-    records = select_prompts(train_rows, cfg.n_prompts, ctx.seed)
-    if not records:
+def check_data(cfg: ContextDistillationConfig, train_rows: list, test_rows: list) -> None:
+    if not select_prompts(train_rows, 1, 0):
         raise PaddockError(
             f"stage {cfg.name}: no prompt with category 'safety' in the data; context distillation uses "
             "only adversarial (safety) prompts"
         )
+
+
+def run_context_distillation(ctx: StageContext) -> dict:
+    cfg: ContextDistillationConfig = ctx.stage
+    tokenizer = ctx.tokenizer()
+    train_rows, _, data_report = load_records(ctx, kind="rl_prompts")
+    check_data(cfg, train_rows, [])
+    records = select_prompts(train_rows, cfg.n_prompts, ctx.seed)
     model = ctx.trainable_model()
     gold_before = cached_gold_suite(ctx, model, tokenizer, "before")
     rows = build_table(ctx, model, tokenizer, records)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alignment import distributed
-from alignment.errors import PaddockError
 from alignment.plotting import save_plot
 from alignment.recipes.config import setting
 from alignment.recipes.schema import StageConfig
@@ -42,17 +41,15 @@ class EvaluationConfig(StageConfig):
     )
     chat_style: Literal["template", "llama2"] = setting("Chat format of prompts.", default="template")
 
+    def upstream_stages(self, earlier: list) -> list[str]:
+        """The stages whose models this evaluation compares (for the stage's fingerprint)."""
+        return self.models or [s.name for s in earlier if s.type in POLICY_STAGES]
+
 
 def models_to_evaluate(ctx: StageContext) -> dict[str, str]:
     cfg: EvaluationConfig = ctx.stage
     names = [s.name for s in ctx.recipe.stages]
-    earlier = names[: names.index(cfg.name)]
-    chosen = cfg.models or [
-        s.name for s in ctx.recipe.stages if s.name in earlier and s.type in POLICY_STAGES
-    ]
-    unknown = [m for m in chosen if m not in earlier]
-    if unknown:
-        raise PaddockError(f"stage {cfg.name}: models {unknown} are not earlier stages of this recipe")
+    chosen = cfg.upstream_stages(ctx.recipe.stages[: names.index(cfg.name)])  # the recipe checked them
     out = {"base": ctx.recipe.model.name_or_path} if cfg.include_base else {}
     out.update({name: str(ctx.run_dir / name / "model") for name in chosen})
     return out

@@ -35,6 +35,7 @@ from typing import Literal
 
 import torch
 
+from alignment import distributed
 from alignment.answers import answer, sampling_for
 from alignment.data.records import Dialogue
 from alignment.errors import PaddockError
@@ -371,8 +372,6 @@ def _evaluate(ctx: StageContext, model, tokenizer, when: str) -> dict | None:
 
 def run_gatt(ctx: StageContext) -> dict:
     cfg: GAttConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: Ghost Attention needs `data` with multi-turn dialogue sources")
     tokenizer = ctx.tokenizer()
     train_rows, test_rows, loaded = load_records(ctx, kind="dialogues")
     model = ctx.trainable_model()
@@ -391,6 +390,8 @@ def run_gatt(ctx: StageContext) -> dict:
     if done_file.is_file():
         load_trainable(model, done_file)
         fit = json.loads((ctx.dir.root / "finetune.json").read_text())
+        if distributed.is_main():
+            print(f"[{ctx.run_name}/{cfg.name}] resumed after its fine-tune ({done_file})")
     else:
         # Sampling may or may not have run in this process (it is cached): reseed, so dropout in the
         # fine-tune draws the same masks either way.

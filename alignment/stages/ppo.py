@@ -40,6 +40,7 @@ from alignment.stages.common import (
     resolve_stage_model,
 )
 from alignment.training.checkpoint import (
+    announce_resume,
     latest_checkpoint,
     load_trainable,
     load_training_checkpoint,
@@ -235,8 +236,6 @@ def run_ppo(ctx: StageContext) -> dict:
     from alignment.rl.ppo import PPOTrainer, make_optimizer
 
     cfg: PPOConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: PPO needs `data` with RL-prompt sources")
     tokenizer = ctx.tokenizer()
     train_prompts, test_prompts, data_report = load_records(ctx, kind="rl_prompts")
     distributed.check_batch(cfg.batch_size, f"stage {cfg.name}")
@@ -286,6 +285,7 @@ def run_ppo(ctx: StageContext) -> dict:
         state = load_training_checkpoint(checkpoint, modules, optimizer, scheduler)
         start, evals = state["step"], state["evals"]
         trainer.running.load_state_dict(state["running"])
+        announce_resume(f"{ctx.run_name}/{cfg.name}", start, cfg.iterations, checkpoint)
     ctx.dir.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
     before_file = ctx.dir.root / "eval_before.json"
     if before_file.is_file():

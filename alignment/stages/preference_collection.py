@@ -205,15 +205,17 @@ def has_grader(record) -> bool:
     return gold_scores(record, [""]) is not None
 
 
+def check_data(cfg: PreferenceCollectionConfig, train_rows: list, test_rows: list) -> None:
+    if not any(has_grader(r) for r in train_rows):
+        raise PaddockError(f"stage {cfg.name}: no prompt has a gold grader (gym RL prompts carry `meta`)")
+
+
 def run_preference_collection(ctx: StageContext) -> dict:
     cfg: PreferenceCollectionConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: preference collection needs `data` with RL-prompt sources")
     train_rows, test_rows, data_report = load_records(ctx, kind="rl_prompts")  # split by prompt
+    check_data(cfg, train_rows, test_rows)
     train, test = [r for r in train_rows if has_grader(r)], [r for r in test_rows if has_grader(r)]
     without_grader = len(train_rows) + len(test_rows) - len(train) - len(test)
-    if not train:
-        raise PaddockError(f"stage {cfg.name}: no prompt has a gold grader (gym RL prompts carry `meta`)")
     rng = random.Random(ctx.seed)
     if cfg.prompts is not None:
         train, test = draw_by_kind(train, test, cfg.prompts, rng)

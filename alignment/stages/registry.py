@@ -28,6 +28,9 @@ class StageType:
     # a start-up per stage, which only a stage that samples again and again wins back
     # (benchmarks/RESULTS.md, "Rollout engines").
     auto_engine: Literal["paddock", "vllm"] = "paddock"
+    # check_data(config, train, test): what the stage would find wrong with its loaded data, raised
+    # as a PaddockError by the pre-flight before any stage runs (alignment/plan.py).
+    check_data: Callable | None = None
 
 
 STAGE_TYPES: dict[str, StageType] = {}
@@ -40,6 +43,7 @@ def register_stage(
     data_kind: DataKind | None,
     writes_model: bool = True,
     auto_engine: Literal["paddock", "vllm"] = "paddock",
+    check_data: Callable | None = None,
 ) -> StageType:
     """Make `type: <name>` in a recipe select `config` and run `run`."""
     if not (isinstance(config, type) and issubclass(config, StageConfig)):
@@ -49,7 +53,7 @@ def register_stage(
     if not NAME.fullmatch(name):
         raise TypeError(f"stage type {name!r} must match {NAME.pattern}")
     config.stage_type = name
-    STAGE_TYPES[name] = StageType(config, run, data_kind, writes_model, auto_engine)
+    STAGE_TYPES[name] = StageType(config, run, data_kind, writes_model, auto_engine, check_data)
     return STAGE_TYPES[name]
 
 
@@ -71,7 +75,11 @@ def _register_builtin() -> None:
 
     register_stage("sft", sft.SFTConfig, sft.run_sft, "dialogues")
     register_stage(
-        "reward_model", reward_model.RewardModelConfig, reward_model.run_reward_model, "preferences"
+        "reward_model",
+        reward_model.RewardModelConfig,
+        reward_model.run_reward_model,
+        "preferences",
+        check_data=reward_model.check_data,
     )
     register_stage(
         "rejection_sampling",
@@ -89,6 +97,7 @@ def _register_builtin() -> None:
         context_distillation.ContextDistillationConfig,
         context_distillation.run_context_distillation,
         "rl_prompts",
+        check_data=context_distillation.check_data,
     )
     register_stage(
         "preference_collection",
@@ -96,6 +105,7 @@ def _register_builtin() -> None:
         preference_collection.run_preference_collection,
         "rl_prompts",
         writes_model=False,
+        check_data=preference_collection.check_data,
     )
 
 

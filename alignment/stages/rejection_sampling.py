@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from alignment import distributed
 from alignment.answers import answer, sampling_for
 from alignment.data.mixtures import prompt_key
 from alignment.data.records import Dialogue, category_of
@@ -312,6 +313,8 @@ def run_iteration(ctx, model, tokenizer, scorer, prompts, pool, iteration, tempe
     if done_file.is_file():
         load_trainable(model, done_file)
         fit = json.loads((root / "finetune.json").read_text())
+        if distributed.is_main():
+            print(f"[{ctx.run_name}/{cfg.name}] iteration {iteration}: resumed after its fine-tune ({root})")
     else:
         fit = finetune(
             ctx, model, tokenizer, cfg.finetune, dialogues, style=cfg.chat_style, stage_dir=StageDir(root)
@@ -366,8 +369,6 @@ def plot_curves(ctx, reports: list[dict]) -> list[str]:
 
 def run_rejection_sampling(ctx: StageContext) -> dict:
     cfg: RejectionSamplingConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: rejection sampling needs `data` with RL-prompt sources")
     tokenizer = ctx.tokenizer()
     prompts, _, data_report = load_records(ctx, kind="rl_prompts")
     model = ctx.trainable_model()

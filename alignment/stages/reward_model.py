@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from alignment.data.margins import COLUMN, margin_table
 from alignment.errors import PaddockError
-from alignment.recipes.config import setting
+from alignment.recipes.config import RecipeError, join, setting
 from alignment.recipes.schema import StageConfig
 from alignment.stages.common import StageContext, finish_stage, load_records, load_source
 from alignment.training.loop import TrainingConfig, train
@@ -48,6 +49,13 @@ class RewardModelConfig(StageConfig, TrainingConfig):
         default=True,
     )
 
+    def check_config(self, path: str) -> None:
+        super().check_config(path)
+        try:
+            margin_table(self.margin)
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{join(path, 'margin')}: {err}", join(path, "margin")) from None
+
 
 def test_sets(ctx: StageContext, held_out: list) -> dict[str, list]:
     """Each `test_sources` entry is its own test set (the paper's Table 7 columns)."""
@@ -61,12 +69,22 @@ def test_sets(ctx: StageContext, held_out: list) -> dict[str, list]:
     return sets
 
 
+def check_data(cfg: RewardModelConfig, train_pairs: list, test_pairs: list) -> None:
+    """`margin: column` needs each training pair's own margin (test pairs are scored, not trained)."""
+    if margin_table(cfg.margin) == COLUMN:
+        lacking = [p for p in train_pairs if p.margin is None]
+        if lacking:
+            raise PaddockError(
+                f"stage {cfg.name}: margin 'column' needs a numeric margin on every pair; "
+                f"{len(lacking)} of {len(train_pairs)} training pairs have none "
+                f"(source {lacking[0].source!r})"
+            )
+
+
 def run_reward_model(ctx: StageContext) -> dict:
     from reward_models.evaluation import evaluate_rm
 
     cfg: RewardModelConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: a reward model needs `data` with preference sources")
     tokenizer = ctx.tokenizer()
     train_pairs, held_out, data_report = load_records(ctx, kind="preferences")
     evaluation_sets = {

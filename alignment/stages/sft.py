@@ -163,8 +163,6 @@ def finetune(
 
 def run_sft(ctx: StageContext) -> dict:
     cfg: SFTConfig = ctx.stage
-    if cfg.data is None:
-        raise PaddockError(f"stage {cfg.name}: SFT needs `data` with dialogue sources")
     tokenizer = ctx.tokenizer()
     train_rows, test_rows, data_report = load_records(ctx, kind="dialogues")
     model = ctx.trainable_model()

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from alignment import distributed
+
 STATE_FILE = "state.json"
 
 
@@ -84,6 +86,13 @@ def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def latest_checkpoint(directory: Path) -> Path | None:
     done = [p for p in sorted(directory.glob("step-*")) if (p / STATE_FILE).is_file()]
     return done[-1] if done else None
+
+
+def announce_resume(label: str, step: int, total: int, checkpoint: Path) -> None:
+    """Say on the main process that a stage picked up from a checkpoint instead of starting over,
+    and where: the run's output otherwise looks the same whether it resumed or not."""
+    if distributed.is_main():
+        print(f"[{label}] resumed from step {step} of {total} ({checkpoint})", flush=True)
 
 
 def load_training_checkpoint(path: Path, model, optimizer, scheduler, restore=None) -> dict:

@@ -36,6 +36,7 @@ from alignment.recipes.config import field_values, setting
 from alignment.runs import StageDir
 from alignment.training import sharded
 from alignment.training.checkpoint import (
+    announce_resume,
     latest_checkpoint,
     load_training_checkpoint,
     save_training_checkpoint,
@@ -175,6 +176,7 @@ def train(
     else:
         restore = fsdp.restore(optimizer) if fsdp else None
         start = load_training_checkpoint(checkpoint, model, optimizer, scheduler, restore)["step"]
+        announce_resume(description, start, total, checkpoint)
     stage.metrics.truncate_after(start)  # also rows a killed run logged before its first checkpoint
     # The scheduler stays on the bare optimizer: accelerate's prepared scheduler would step once
     # per process.
