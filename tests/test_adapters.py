@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 
 from alignment.data.adapters import ADAPTERS, Adapter, get_adapter
-from alignment.data.loading import (
-    default_rejects_path,
-    load_dialogues,
-    load_preferences,
-    load_rl_prompts,
-)
+from alignment.data.loading import load_dialogues, load_preferences, load_rl_prompts
 from alignment.data.records import Category, Dialogue, PreferencePair, Rating, RLPrompt
 from alignment.data.sources import DataError
 from alignment.errors import PaddockError
 
 FIXTURES = Path(__file__).parent / "fixtures"
-HELP, SAFE = Category.HELPFULNESS, Category.SAFETY
+HELP, SAFE, OTHER = Category.HELPFULNESS, Category.SAFETY, Category.OTHER
 
 
 def U(text):
@@ -130,12 +125,14 @@ def test_hh_rlhf():
             [U("What is a good name for a goldfish?")],
             "How about Bubbles?",
             "Fish don't need names.",
+            OTHER,  # open-source data, apart from helpfulness data as in Llama 2's mixtures
             source="hh-rlhf",
         ),
         PreferencePair(
             bread,
             "Then mix 500 g flour, 7 g yeast, 10 g salt and 300 ml warm water.",
             "Buy bread instead.",
+            OTHER,
             source="hh-rlhf",
         ),
     ]
@@ -169,6 +166,7 @@ def test_ultrafeedback():
         [U("Explain photosynthesis in one sentence.")],
         "Plants turn light, water and CO2 into sugar and oxygen.",
         "It is a plant thing.",
+        OTHER,
         rating=Rating.SIGNIFICANTLY_BETTER,
         source="ultrafeedback",
         meta={"prompt_id": "uf-1", "score_chosen": 9.0, "score_rejected": 5.0},
@@ -189,6 +187,7 @@ def test_shp():
         [U("Can I freeze cooked pasta?")],
         "Yes, toss it in a little oil first so it doesn't clump.",
         "No.",
+        OTHER,
         rating=Rating.SLIGHTLY_BETTER,  # 12 / 4 = 3
         source="shp",
         meta={
@@ -308,7 +307,7 @@ def test_saved_dataset_and_dataset_dict(tmp_path):
         str(tmp_path / "dd")
     )
     assert load_preferences(tmp_path / "dd", split="test").pairs == expected_pairs()[:1]
-    with pytest.raises(DataError, match="holds splits train, test; choose one with split="):
+    with pytest.raises(DataError, match="holds splits train, test; choose one \\(a recipe source.s `split`"):
         load_preferences(tmp_path / "dd")
     with pytest.raises(DataError, match="no split 'dev'; splits: train, test"):
         load_preferences(tmp_path / "dd", split="dev")
@@ -346,7 +345,7 @@ def test_hub_failure_is_a_data_error(monkeypatch):
         ("d.csv", "a,b\n", "unsupported file type"),
         ("d.json", '{"rows": []}', r'expected a JSON list of rows or \{"data": \[...\]\}'),
         ("d.json", "[1, 2", "malformed JSON"),
-        ("d.parquet", "not parquet", "not a readable Parquet file"),
+        ("d.parquet", "not parquet", r"d\.parquet: corrupt or truncated Parquet file"),
     ],
 )
 def test_bad_files(tmp_path, name, content, message):
@@ -438,8 +437,13 @@ TRANSCRIPT = "\n\nHuman: hi\n\nAssistant: hello"
     [
         (
             "trl",
-            {"prompt": "q", "chosen": [U("q"), A("a")], "rejected": "b"},
-            "'chosen': .*one assistant message",
+            {"prompt": "q", "chosen": [U("other"), A("a")], "rejected": "b"},
+            "'chosen': the turns before the answer do not start with the 'prompt' turns",
+        ),
+        (
+            "trl",
+            {"prompt": "q", "chosen": [U("q"), A("a"), U("more"), A("c")], "rejected": [U("q"), A("b")]},
+            "'rejected': the turns before the answer differ",
         ),
         (
             "trl",
@@ -552,8 +556,9 @@ def test_skip_mode_sets_bad_rows_aside(tmp_path, caplog):
         "unknown_rating": 1,
         "identical_responses": 1,
     }
-    assert report.rejects_path == str(tmp_path / "data.rejects.jsonl")
-    rejects = [json.loads(line) for line in Path(report.rejects_path).read_text().splitlines()]
+    assert report.rejects_path is None  # no rejects_path: nothing is written beside the data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+    rejects = report.rejects
     assert [(r["line"], r["field"], r["kind"]) for r in rejects] == [
         (2, None, "malformed_json"),
         (3, "chosen", "empty_response"),
@@ -563,9 +568,12 @@ def test_skip_mode_sets_bad_rows_aside(tmp_path, caplog):
     assert rejects[0]["raw"] == '{"oops' and rejects[1]["row"] == {**GOOD, "chosen": ""}
     assert rejects[1]["error"].endswith("data.jsonl line 3, field 'chosen': empty response")
     assert (
-        "rejected 4 (1 empty_response, 1 identical_responses, 1 malformed_json, 1 unknown_rating)"
-        in caplog.text
+        "rejected 4 (1 empty_response, 1 identical_responses, 1 malformed_json, 1 unknown_rating); "
+        "rejects not written to a file" in caplog.text
     )
+    target = tmp_path / "run" / "rejects.jsonl"
+    result = load_preferences(path, on_error="skip", rejects_path=target)
+    assert [json.loads(line) for line in target.read_text().splitlines()] == rejects
 
 
 def test_skip_mode_with_a_given_rejects_path_and_no_rejects(tmp_path):
@@ -584,17 +592,6 @@ def test_skip_mode_counts_pairs_per_row(tmp_path):
         FIXTURES / "pku_saferlhf.jsonl", "pku-saferlhf", on_error="skip", rejects_path=tmp_path / "r"
     )
     assert (result.report.rows_read, result.report.produced, result.report.rows_rejected) == (2, 4, 0)
-
-
-def test_default_rejects_path(tmp_path):
-    assert default_rejects_path(FIXTURES / "shp.jsonl") == FIXTURES / "shp.rejects.jsonl"
-    (tmp_path / "hh.jsonl.gz").write_bytes(b"")
-    assert default_rejects_path(tmp_path / "hh.jsonl.gz") == tmp_path / "hh.rejects.jsonl"
-    assert (
-        default_rejects_path(tmp_path, split="test")
-        == tmp_path.parent / f"{tmp_path.name}.test.rejects.jsonl"
-    )
-    assert default_rejects_path("org/name") == Path.cwd() / "org__name.rejects.jsonl"
 
 
 # --- configuration errors ------------------------------------------------------------------------

@@ -92,6 +92,7 @@ def well_formed_rows(draw, adapter: str) -> tuple[dict, str, str]:
                     {"prompt": [_u(q)], "chosen": [_a(a)], "rejected": [_a(b)]},
                     {"chosen": f"{q} {a}", "rejected": f"{q} {b}"},
                     {"chosen": [_u(q), _a(a)], "rejected": [_u(q), _a(b)]},
+                    {"prompt": q, "chosen": [_u(q), _a(a)], "rejected": [_u(q), _a(b)]},  # whole dialogues
                 ]
             )
         )
@@ -204,11 +205,11 @@ def test_skip_mode_accounts_for_every_row(file_lines):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.jsonl"
         path.write_bytes(b"\n".join(file_lines))
-        result = load_preferences(path, on_error="skip")
+        result = load_preferences(path, on_error="skip", rejects_path=Path(tmp) / "run" / "rejects.jsonl")
         report = result.report
         rows = [line for line in b"\n".join(file_lines).split(b"\n") if line.strip()]
         assert report.rows_read == len(rows)
         assert report.rows_rejected + report.produced == report.rows_read  # llama2: one pair per good row
         rejects = Path(report.rejects_path).read_text(encoding="utf-8").splitlines()
-        assert len(rejects) == report.rows_rejected
+        assert len(rejects) == len(report.rejects) == report.rows_rejected
         assert_valid(result.pairs)

@@ -2,24 +2,25 @@
 
 `llama2` reads Paddock's own schema (`PreferencePair.to_dict()`), `trl` the TRL preference
 formats; the public datasets' schemas live in `adapters_public`. `get_adapter("shp", thresholds=...)`
-builds one with options and names a misspelt adapter or option instead of ignoring it.
+builds one with options and names a misspelt adapter or option instead of ignoring it. Each
+adapter class declares the fields it reads (`FIELDS`) and its options (`OPTIONS`), which is what
+`paddock data adapters` prints.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 import os
 
 from alignment.data import adapters_base as base
-from alignment.data.adapters_base import Adapter
+from alignment.data.adapters_base import COMMON_OPTIONS, Adapter, Option
 from alignment.data.adapters_public import (
     HHRLHFAdapter,
     PKUSafeRLHFAdapter,
     SHPAdapter,
     UltraFeedbackAdapter,
 )
-from alignment.data.records import PreferencePair, Rating
+from alignment.data.records import Message, PreferencePair, Rating
 from alignment.data.sources import DataError
 from alignment.errors import PaddockError
 
@@ -35,6 +36,8 @@ LLAMA2_FIELDS = (
     "rejected_safe",
     "meta",
 )
+# a format adapter cannot tell what its rows measure, so it keeps the record model's default
+CATEGORY_OPTION = Option("helpfulness", "category of rows without one: helpfulness, safety or other")
 
 
 class Llama2Adapter(Adapter):
@@ -46,10 +49,16 @@ class Llama2Adapter(Adapter):
     """
 
     name = "llama2"
+    FIELDS = LLAMA2_FIELDS
+    OPTIONS = {
+        "category": CATEGORY_OPTION,
+        "source": Option("", "source of rows without one"),
+        "ignore_extra_fields": COMMON_OPTIONS["ignore_extra_fields"],
+    }
 
-    def __init__(self, *, category: str = "helpfulness", source: str = ""):
-        super().__init__(source=source)
-        self.category = base.category_option(category, self.name)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.category = base.category_option(self.options["category"], self.name)
 
     def convert(self, row: dict) -> list[PreferencePair]:
         base.check_field_names(row, LLAMA2_FIELDS)
@@ -87,22 +96,24 @@ class TRLAdapter(Adapter):
     """TRL's preference datasets: standard (strings) or conversational (message lists).
 
     With a `prompt` column, `chosen`/`rejected` are the completions (a string, or one assistant
-    message). Without one (TRL's "implicit prompt"), they are whole texts or conversations: the
-    shared leading messages, or the shared leading text cut back to a word boundary, are the prompt.
-    A `margin` column is passed through; other columns go to `meta`.
+    message), or whole dialogues that repeat the prompt's turns before the answer (the "trl-style"
+    HH-RLHF sets, whose `prompt` is the first user turn): the dialogue before the final assistant
+    turn becomes the prompt. Without a `prompt` column (TRL's "implicit prompt"), they are whole
+    texts or conversations: the shared leading messages, or the shared leading text cut back to a
+    word boundary, are the prompt. A `margin` column is passed through; other columns go to `meta`.
     """
 
     name = "trl"
-    USED = ("prompt", "chosen", "rejected", "margin")
+    FIELDS = ("prompt", "chosen", "rejected", "margin")
+    OPTIONS = {"category": CATEGORY_OPTION, **COMMON_OPTIONS}
 
-    def __init__(self, *, category: str = "helpfulness", source: str | None = None):
-        super().__init__(source=source)
-        self.category = base.category_option(category, self.name)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.category = base.category_option(self.options["category"], self.name)
 
     def convert(self, row: dict) -> list[PreferencePair]:
         if row.get("prompt") is not None:
-            prompt = base.prompt_messages(row["prompt"], "prompt")
-            chosen, rejected = _completion(row, "chosen"), _completion(row, "rejected")
+            prompt, chosen, rejected = _with_prompt(row)
         else:
             prompt, chosen, rejected = _split_implicit(
                 base.required(row, "chosen"), base.required(row, "rejected")
@@ -116,19 +127,34 @@ class TRLAdapter(Adapter):
                 category=self.category,
                 margin=base.number(row, "margin", optional=True),
                 source=self.source,
-                meta=base.extras(row, self.USED),
+                meta=base.extras(row, self.FIELDS),
             )
         ]
 
 
-def _completion(row: dict, field: str) -> str:
-    before, reply = base.split_reply(row.get(field), field)
-    if before:
-        raise DataError(
-            f"with a 'prompt' column, expected one assistant message, got {len(before) + 1} messages",
-            field=field,
-        )
-    return reply
+def _with_prompt(row: dict) -> tuple[list[Message], str, str]:
+    """(prompt dialogue, chosen, rejected) when a `prompt` column is given: each response is a
+    completion, or a whole dialogue whose turns before the answer start with the prompt's."""
+    prompt = base.prompt_messages(row["prompt"], "prompt")
+    contexts, replies = [], []
+    for field in ("chosen", "rejected"):
+        before, reply = base.split_reply(row.get(field), field)
+        if before and not _starts_with(before, prompt):
+            raise DataError("the turns before the answer do not start with the 'prompt' turns", field=field)
+        contexts.append(before or prompt)
+        replies.append(reply)
+    if contexts[0] != contexts[1]:
+        raise DataError("the turns before the answer differ from those of 'chosen'", field="rejected")
+    return base.check_prompt(contexts[0], "chosen"), replies[0], replies[1]
+
+
+def _starts_with(dialogue: list[Message], prompt: list[Message]) -> bool:
+    # the prompt column is often the first turn re-extracted, so surrounding whitespace may differ
+    head = dialogue[: len(prompt)]
+    return len(head) == len(prompt) and all(
+        a["role"] == b["role"] and a["content"].strip() == b["content"].strip()
+        for a, b in zip(head, prompt, strict=True)
+    )
 
 
 def _split_implicit(chosen, rejected) -> tuple[list, str, str]:
@@ -167,21 +193,14 @@ ADAPTERS: dict[str, type[Adapter]] = {
 
 
 def get_adapter(name: str, **options) -> Adapter:
-    """The adapter registered as `name` ("hh_rlhf" and "HH-RLHF" also work), built with `options`."""
+    """The adapter registered as `name` ("hh_rlhf" and "HH-RLHF" also work), built with `options`;
+    an unknown option is a PaddockError naming the valid ones."""
     key = str(name).strip().lower().replace("_", "-")
     if key not in ADAPTERS:
         raise PaddockError(
             f"unknown adapter {name!r}{_did_you_mean(key, ADAPTERS)}; adapters: {', '.join(ADAPTERS)}"
         )
-    cls = ADAPTERS[key]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for option in options:
-        if option not in allowed:
-            raise PaddockError(
-                f"adapter {key!r} has no option {option!r}{_did_you_mean(option, allowed)}; "
-                f"options: {', '.join(allowed)}"
-            )
-    return cls(**options)
+    return ADAPTERS[key](**options)
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from alignment.data.records import Category, Message, PreferencePair, Rating
@@ -228,27 +229,123 @@ def extras(row: dict, used: Sequence[str]) -> dict:
     return {k: v for k, v in row.items() if k not in used}
 
 
+@dataclass(frozen=True)
+class Option:
+    """One adapter option: its default and what it does (`paddock data adapters` prints both)."""
+
+    default: Any
+    help: str
+
+
+# Fields that set part of a PreferencePair (its rating, category, margin or safety labels) in some
+# adapter. A row carrying one that the chosen adapter does not read would lose it without a word,
+# so the adapter refuses the row unless `ignore_extra_fields` is set. Provenance columns (ids,
+# domains, models) are not here: keeping those in `meta` loses nothing.
+MEANINGFUL_FIELDS = (
+    "rating",
+    "category",
+    "margin",
+    "chosen_safe",
+    "rejected_safe",
+    "score_chosen",
+    "score_rejected",
+    "score_A",
+    "score_B",
+    "better_response_id",
+    "safer_response_id",
+    "is_response_0_safe",
+    "is_response_1_safe",
+    "response_0_severity_level",
+    "response_1_severity_level",
+    # read by no adapter, but a safety label or severity all the same
+    "is_safe",
+    "safe",
+    "severity",
+    "severity_level",
+)
+
+COMMON_OPTIONS = {
+    "source": Option(None, "the records' `source`; null means the adapter's name"),
+    "ignore_extra_fields": Option(
+        False,
+        "load rows that carry meaningful fields this adapter does not read (rating, category, "
+        "safety labels, ...), keeping those only in `meta`",
+    ),
+}
+
+
 class Adapter:
     """Turns one source row into PreferencePairs, raising DataError (never anything else) on bad rows.
 
-    Subclasses implement `convert`; options are keyword arguments of `__init__`, so `get_adapter`
-    can name a misspelt option.
+    Subclasses set `FIELDS` (the columns they read) and `OPTIONS` (name -> Option, the one place an
+    option's default and meaning are written), and implement `convert`. A row carrying a field from
+    MEANINGFUL_FIELDS outside `FIELDS` is refused unless the option `ignore_extra_fields` is set.
     """
 
     name = ""
+    FIELDS: tuple[str, ...] = ()
+    OPTIONS: dict[str, Option] = COMMON_OPTIONS
 
-    def __init__(self, *, source: str | None = None):
+    def __init__(self, **options):
+        label = self.name or type(self).__name__
+        for key in options:
+            if key not in self.OPTIONS:
+                close = difflib.get_close_matches(str(key), list(self.OPTIONS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise PaddockError(
+                    f"adapter {label!r} has no option {key!r}{hint}; options: {', '.join(self.OPTIONS)}"
+                )
+        self.options = {key: option.default for key, option in self.OPTIONS.items()} | options
+        source = self.options["source"]
         if source is not None and not isinstance(source, str):
-            raise PaddockError(f"adapter {self.name!r}: source must be a string, got {source!r}")
+            raise PaddockError(f"adapter {label!r}: source must be a string, got {source!r}")
         self.source = self.name if source is None else source
+        self.ignore_extra_fields = flag_option(
+            self.options["ignore_extra_fields"], "ignore_extra_fields", label
+        )
 
     def __call__(self, row: Any) -> list[PreferencePair]:
         if not isinstance(row, dict):
             raise DataError(f"row is {type_name(row)}, not an object", kind="not_an_object")
+        if not self.ignore_extra_fields:
+            self.check_ignored_fields(row)
         return [validate_pair(p) for p in self.convert(row)]
 
     def convert(self, row: dict) -> list[PreferencePair]:
         raise NotImplementedError
+
+    def check_ignored_fields(self, row: dict) -> None:
+        ignored = [f for f in MEANINGFUL_FIELDS if row.get(f) is not None and f not in self.FIELDS]
+        if ignored:
+            them = "it" if len(ignored) == 1 else "them"
+            raise DataError(
+                f"row carries {', '.join(ignored)}, which adapter {self.name!r} ignores; "
+                f"{_keeper(ignored, them)}, or set option ignore_extra_fields: true",
+                kind="ignored_field",
+            )
+
+
+def _keeper(fields: list[str], them: str) -> str:
+    """Which registered adapters read `fields`: the first that reads them all, else one per field."""
+    from alignment.data.adapters import ADAPTERS  # the registry imports this module
+
+    for name, cls in ADAPTERS.items():
+        if all(f in cls.FIELDS for f in fields):
+            return f"use adapter {name!r} to keep {them}"
+    by_reader: dict[str | None, list[str]] = {}
+    for f in fields:
+        reader = next((name for name, cls in ADAPTERS.items() if f in cls.FIELDS), None)
+        by_reader.setdefault(reader, []).append(f)
+    parts = [f"adapter {r!r} reads {', '.join(fs)}" for r, fs in by_reader.items() if r is not None]
+    if None in by_reader:
+        parts.append(f"no adapter reads {', '.join(by_reader[None])} (see `paddock data adapters`)")
+    return "; ".join(parts)
+
+
+def flag_option(value: Any, option: str, adapter: str) -> bool:
+    if not isinstance(value, bool):
+        raise PaddockError(f"adapter {adapter!r}: {option} must be true or false, got {value!r}")
+    return value
 
 
 def validate_pair(pair: PreferencePair) -> PreferencePair:

@@ -1,10 +1,12 @@
 """Load canonical records (preference pairs, SFT dialogues, RL prompts) with one error policy.
 
 `on_error="raise"` stops at the first bad row with a DataError naming file, line and field.
-`on_error="skip"` sets bad rows aside in a rejects JSONL file (each with its location, kind and
-reason) and counts them in the report, so a few broken rows in a public dataset need not stop a
-run, yet none disappears unnoticed. The rejects file is written in skip mode even when empty, so a
-stale one from an earlier run cannot mislead.
+`on_error="skip"` sets bad rows aside (each with its location, kind and reason) in the report and
+counts them, so a few broken rows in a public dataset need not stop a run, yet none disappears
+unnoticed. Nothing is ever written beside the user's data (their folder may be read-only, shared,
+or under version control): the rejects go to a file only when `rejects_path` names one, as the
+stages do with a file in their run directory. That file is written even when empty, so a stale one
+from an earlier run cannot mislead.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class LoadReport:
     rows_read: int = 0
     produced: int = 0  # records made (one row may give several, e.g. PKU-SafeRLHF gives two pairs)
     rejected: Counter = field(default_factory=Counter)  # kind -> rows
-    rejects: list[dict] = field(default_factory=list)  # the rows written to the rejects file
-    rejects_path: str | None = None
+    rejects: list[dict] = field(default_factory=list)  # each rejected row, where and why
+    rejects_path: str | None = None  # where they were written; None when no rejects_path was given
 
     @property
     def rows_rejected(self) -> int:
@@ -47,7 +49,8 @@ class LoadReport:
         text = f"{self.source}: read {self.rows_read} rows, made {self.produced} records"
         if self.rejected:
             kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.rejected.items()))
-            text += f", rejected {self.rows_rejected} ({kinds}); see {self.rejects_path}"
+            text += f", rejected {self.rows_rejected} ({kinds})"
+            text += f"; see {self.rejects_path}" if self.rejects_path else "; rejects not written to a file"
         return text
 
 
@@ -188,28 +191,15 @@ def _load(
             report.rejects.append(_reject(located, row))
     report.produced = len(records)
     if on_error == "skip":
-        target = Path(rejects_path) if rejects_path is not None else default_rejects_path(path, split)
-        if Path(path).exists() and target.resolve() == Path(path).resolve():
-            raise PaddockError(f"rejects_path {str(target)!r} is the input file itself")
-        _write_jsonl(target, report.rejects)
-        report.rejects_path = str(target)
+        if rejects_path is not None:
+            target = Path(rejects_path)
+            if Path(path).exists() and target.resolve() == Path(path).resolve():
+                raise PaddockError(f"rejects_path {str(target)!r} is the input file itself")
+            _write_jsonl(target, report.rejects)
+            report.rejects_path = str(target)
         if report.rejected:
             log.warning(report.summary())
     return LoadResult(records, report)
-
-
-def default_rejects_path(path: str | Path, split: str | None = None) -> Path:
-    """`data/hh.jsonl` -> `data/hh.rejects.jsonl`, beside the input; a hub name -> the current directory.
-
-    Stages pass their own run directory instead, so rejects stay with the run that made them.
-    """
-    p = Path(path)
-    if not p.exists():
-        return Path.cwd() / f"{str(path).replace('/', '__')}.rejects.jsonl"
-    stem = p.name
-    while Path(stem).suffix.lower() in (".gz", ".jsonl", ".ndjson", ".json", ".parquet"):
-        stem = Path(stem).stem
-    return p.parent / f"{stem}{'.' + split if split else ''}.rejects.jsonl"
 
 
 def _reject(error: DataError, row: Row) -> dict:
@@ -251,7 +241,6 @@ __all__ = [
     "DataError",
     "LoadReport",
     "LoadResult",
-    "default_rejects_path",
     "load_dialogues",
     "load_preferences",
     "load_rl_prompts",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ ERROR_KINDS = (
     "identical_responses",
     "unknown_rating",
     "unknown_field",  # a column that looks like a misspelt field name
+    "ignored_field",  # a meaningful column (rating, category, ...) the adapter does not read
     "invalid_value",  # right type, wrong value (a role, a category, an id, a score order, ...)
     "file",  # the whole source is unusable
 )
@@ -141,11 +143,23 @@ def _open(p: Path):
     return gzip.open(p, "rb") if p.suffix.lower() == ".gz" else p.open("rb")
 
 
+# what gzip raises for a file that is not gzip (BadGzipFile), cut short (EOFError) or damaged (zlib)
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _corrupt(what: str, error: Exception, name: str) -> DataError:
+    detail = " ".join(str(error).split()) or type(error).__name__  # library messages may span lines
+    return DataError(f"corrupt or truncated {what} file ({detail})", kind="file", file=name)
+
+
 def _jsonl(p: Path, name: str) -> Iterator[Row]:
-    with _open(p) as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():  # a blank line (often the last) is not a row
-                yield _parse_line(raw, name, number)
+    try:
+        with _open(p) as f:
+            for number, raw in enumerate(f, start=1):
+                if raw.strip():  # a blank line (often the last) is not a row
+                    yield _parse_line(raw, name, number)
+    except _GZIP_ERRORS as e:
+        raise _corrupt("gzip", e, name) from None
 
 
 def _parse_line(raw: bytes, name: str, number: int) -> Row:
@@ -165,8 +179,11 @@ def _parse_line(raw: bytes, name: str, number: int) -> Row:
 
 def _json(p: Path, name: str) -> Iterator[Row]:
     """A JSON list of rows, or {"data": [...]}; a .json file that is really JSON Lines also works."""
-    with _open(p) as f:
-        raw = f.read()
+    try:
+        with _open(p) as f:
+            raw = f.read()
+    except _GZIP_ERRORS as e:
+        raise _corrupt("gzip", e, name) from None
     try:
         doc = json.loads(raw)
     except UnicodeDecodeError as e:
@@ -187,14 +204,25 @@ def _json(p: Path, name: str) -> Iterator[Row]:
 
 
 def _parquet(p: Path, name: str) -> Iterator[Row]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # pyarrow raises ArrowInvalid, OSError and others for a corrupt, truncated or non-Parquet file,
+    # when opening it or only once a damaged page is read
+    errors = (pa.ArrowException, OSError, ValueError)
     try:
         table = pq.ParquetFile(p)
-    except Exception as e:  # pyarrow raises several types for a corrupt or non-Parquet file
-        raise DataError(f"not a readable Parquet file ({e})", kind="file", file=name) from None
+    except errors as e:
+        raise _corrupt("Parquet", e, name) from None
     i = 0
-    for batch in table.iter_batches(batch_size=1024):
+    batches = table.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+        except errors as e:
+            raise _corrupt("Parquet", e, name) from None
+        if batch is None:
+            return
         for data in batch.to_pylist():
             yield Row(name, "row", i, data=data)
             i += 1
@@ -213,7 +241,10 @@ def _datasets_dir(p: Path, name: str, split: str | None) -> Iterator[Row]:
         splits = list(ds)
         if split is None and len(splits) != 1:
             raise DataError(
-                f"holds splits {', '.join(splits)}; choose one with split=", kind="file", file=name
+                f"holds splits {', '.join(splits)}; choose one (a recipe source's `split`, "
+                "or --split for paddock data inspect)",
+                kind="file",
+                file=name,
             )
         split = split or splits[0]
         if split not in ds:

@@ -240,6 +240,8 @@ def field_values(cls: type, obj) -> dict[str, Any]:
 
 def check_range(value, path: str, low=None, high=None, high_open=False) -> None:
     """`low <= value <= high` (or `< high` when `high_open`); None bounds are unchecked."""
+    if value != value:  # NaN compares false with every bound
+        raise RecipeError(f"{path}: nan is not a number in range", path)
     too_low = low is not None and value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:

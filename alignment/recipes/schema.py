@@ -414,14 +414,9 @@ class StageConfig:
 
     def check_config(self, path: str) -> None:
         check_name(self.name, NAME, join(path, "name"))
-        from alignment.stages.registry import STAGE_TYPES
-
-        kind = STAGE_TYPES[self.type].data_kind if self.type in STAGE_TYPES else None
-        if kind is not None and self.data is None:
-            where = join(path, "data")
-            raise RecipeError(
-                f"{where}: a {self.type} stage needs `data` with {kind.replace('_', ' ')} sources", where
-            )
+        shared = getattr(super(), "check_config", None)  # e.g. TrainingConfig's, mixed in by SFT and RMs
+        if shared is not None:
+            shared(path)
 
 
 def registered_types() -> str:
@@ -462,11 +457,23 @@ class Recipe:
                     f"{where}: duplicate stage name {stage.name!r}; give each {stage.type!r} stage a `name`",
                     where,
                 )
+            check_has_data(stage, join(here, "data"))
             rest = [s.name for s in self.stages[i:]]
             check_init_from(stage, names, rest, join(here, "init_from"))
             check_source_stages(stage, names, join(here, "data"))
             check_model_references(stage, names, rest, here)
             names.append(stage.name)
+
+
+def check_has_data(stage: StageConfig, where: str) -> None:
+    """A stage type that reads data (its registered data kind) needs `data` in a recipe."""
+    from alignment.stages.registry import STAGE_TYPES
+
+    kind = STAGE_TYPES[stage.type].data_kind if stage.type in STAGE_TYPES else None
+    if kind is not None and stage.data is None:
+        raise RecipeError(
+            f"{where}: a {stage.type} stage needs `data` with {kind.replace('_', ' ')} sources", where
+        )
 
 
 def check_source_stages(stage: StageConfig, earlier: list[str], where: str) -> None:
@@ -482,14 +489,15 @@ def check_source_stages(stage: StageConfig, earlier: list[str], where: str) -> N
                 raise RecipeError(f"{here}: {source.stage!r} is not an earlier stage ({known}){hint}", here)
 
 
-# Settings of some stage types that name a model: an earlier stage or a checkpoint path.
+# Settings of some stage types that name a model: an earlier stage or a checkpoint path. A stage
+# config that reads only some of them says which in a `model_references` class attribute.
 MODEL_REFERENCES = ("reward_models.helpful", "reward_models.safety", "critic_from")
 
 
 def check_model_references(stage: StageConfig, earlier: list[str], rest: list[str], here: str) -> None:
     """Reward models, a PPO critic and an evaluation's models name earlier stages (or paths), as
     `init_from` does; checked here so a misspelt name fails before the first stage runs."""
-    for dotted in MODEL_REFERENCES:
+    for dotted in getattr(stage, "model_references", MODEL_REFERENCES):
         value = stage
         for part in dotted.split("."):
             value = getattr(value, part, None)

@@ -56,6 +56,7 @@ class ContextDistillationConfig(StageConfig):
         "Reward models: only `safety` (and `max_length`) are read; the helpfulness RM is not loaded.",
         default_factory=RewardModelsConfig,
     )
+    model_references = ("reward_models.safety",)  # the recipe checks only the RM this stage loads
     n_prompts: int = setting(
         "Safety prompts to distil: a seeded draw from the training split's safety prompts (all if fewer).",
         default=96,

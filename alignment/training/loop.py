@@ -32,7 +32,7 @@ from alignment import distributed
 from alignment.errors import PaddockError
 from alignment.placement import module_device, to_device
 from alignment.precision import bf16_autocast
-from alignment.recipes.config import field_values, setting
+from alignment.recipes.config import RecipeError, check_range, field_values, join, setting
 from alignment.runs import StageDir
 from alignment.training import sharded
 from alignment.training.checkpoint import (
@@ -66,6 +66,19 @@ class TrainingConfig:
     log_every: int = setting("Log metrics every N steps.", default=1)
     eval_every: int = setting("Held-out evaluation every N steps (0: at the end only).", default=0)
     checkpoint_every: int = setting("Save a resumable checkpoint every N steps.", default=20)
+
+    def check_config(self, path: str) -> None:
+        for key in ("batch_size", "grad_accum", "log_every", "checkpoint_every"):
+            check_range(getattr(self, key), join(path, key), low=1)
+        for key in ("weight_decay", "min_warmup_steps", "max_grad_norm", "eval_every"):
+            check_range(getattr(self, key), join(path, key), low=0)
+        check_range(self.learning_rate, join(path, "learning_rate"), low=0)
+        if not self.epochs > 0:
+            raise RecipeError(f"{join(path, 'epochs')}: {self.epochs} must be above 0", join(path, "epochs"))
+        for key in ("warmup_ratio", "min_lr_ratio"):
+            check_range(getattr(self, key), join(path, key), low=0, high=1)
+        if self.max_steps is not None:
+            check_range(self.max_steps, join(path, "max_steps"), low=1)
 
 
 @dataclass(kw_only=True)
