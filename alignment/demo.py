@@ -16,17 +16,53 @@ from alignment.errors import PaddockError
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 
 
-def rates_table(summary: dict) -> list[str]:
-    lines = [f"  {'model':<22}{'helpful correct':>17}{'unsafe compliance':>19}{'false refusal':>15}"]
-    for name in summary["models"]:  # pipeline order (the summary's gold dict is key-sorted)
-        gold = summary["gold"][name]
-        cells = [gold.get(k) for k in ("helpful_correct", "unsafe_compliance", "false_refusal")]
-        lines.append(
-            f"  {name:<22}"
-            + "".join(
-                f"{'–' if c is None else f'{c:.3f}':>{w}}" for c, w in zip(cells, (17, 19, 15), strict=True)
+def read_summary(run_dir: Path, stage) -> dict:
+    path = run_dir / stage.name / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def interval(k: int, n: int) -> str:
+    from alignment.stats import wilson_interval
+
+    low, high = wilson_interval(k, n)
+    return f"{k}/{n} = {k / n if n else 0:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def accuracy(cell: dict) -> str:
+    return interval(round(cell["accuracy"] * cell["n"]), cell["n"])
+
+
+def stage_effects(run_dir: Path, recipe) -> list[str]:
+    """What each stage's own measurement says, with 95 % intervals: both RMs on each test set and
+    on its significantly-better pairs; GAtt adherence at turn 5 and later before and after;
+    context distillation's kept share and the safety-RM gain of the kept answers."""
+    lines = []
+    for stage in recipe.stages:
+        summary = read_summary(run_dir, stage)
+        if not summary:
+            continue
+        if stage.type == "reward_model":
+            for test_set, by_rating in summary.get("accuracy_by_test_set_and_rating", {}).items():
+                text = f"  {stage.name} on {test_set}: accuracy {accuracy(by_rating['overall'])}"
+                if "significantly_better" in by_rating:
+                    text += f"; significantly better {accuracy(by_rating['significantly_better'])}"
+                lines.append(text)
+        elif stage.type == "gatt":
+            for when in ("before", "after"):
+                late = [
+                    row
+                    for row in (summary.get(f"adherence_{when}") or {}).get("by_turn", [])
+                    if row["turn"] >= 5
+                ]
+                if late:
+                    k, n = sum(r["followed"] for r in late), sum(r["n"] for r in late)
+                    lines.append(f"  {stage.name} adherence at turns 5+ {when}: {interval(k, n)}")
+        elif stage.type == "context_distillation" and "prompts" in summary:
+            gain = summary.get("mean_safety_gain_kept")
+            lines.append(
+                f"  {stage.name}: kept {interval(summary['kept'], summary['prompts'])} distilled answers; "
+                f"safety-RM gain of the kept {'–' if gain is None else f'{gain:+.2f}'}"
             )
-        )
     return lines
 
 
@@ -54,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     except PaddockError as err:
         print(f"paddock: error: {err}", file=sys.stderr)
         return 2
+    from safety.gold_compare import format_gold_table
+
     print(f"\npipeline done in {time.perf_counter() - began:.0f}s (stages already complete are skipped)")
-    print("gold graders on held-out gym prompts, after each stage:")
-    print("\n".join(rates_table(summary)))
+    print("gold graders on held-out gym prompts, after each stage (rate [95 % interval], p):")
+    print("\n".join(format_gold_table(summary["gold_table"])))
+    print("each stage's own measurement (k/n = rate [95 % interval]):")
+    print("\n".join(stage_effects(run_dir, recipe)))
+    print(f"  plot: {run_dir / evaluation.name / 'plots' / 'rates_by_stage.png'}")
     print(f"  user> {question}\n  {final.name}> {answer}")
     print(f"\nreport: {summary['report']}")
     return 0

@@ -264,7 +264,27 @@ def generic_plots(run_dir: Path, stage, rel, title: str) -> list[Block]:
     return blocks
 
 
-def safety_blocks(eval_dir: Path, results: dict[str, dict], rel) -> list[Block]:
+def interval_table(table: dict) -> tuple[list, list]:
+    refs = [ref for ref in ("base", "sft") if ref in table]
+    header = ["model", *[label for _, label in RATE_LABELS]]
+    rows = []
+    for name, entry in table.items():
+        row = [name]
+        for key, _ in RATE_LABELS:
+            cell = entry.get(key)
+            if cell is None:
+                row.append("–")
+                continue
+            tests = ", ".join(f"{ref} {cell[f'vs_{ref}']['p']:.2g}" for ref in refs if f"vs_{ref}" in cell)
+            text = (
+                f"{cell['k']}/{cell['n']} = {cell['rate']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
+            )
+            row.append(text + (f"; p {tests}" if tests else ""))
+        rows.append(row)
+    return header, rows
+
+
+def safety_blocks(eval_dir: Path, results: dict[str, dict], rel, table: dict | None = None) -> list[Block]:
     header = [
         "model",
         *[label for _, label in RATE_LABELS],
@@ -283,6 +303,15 @@ def safety_blocks(eval_dir: Path, results: dict[str, dict], rel) -> list[Block]:
             ]
         )
     blocks = [Block("h2", "Safety and helpfulness after each stage"), Block("table", (header, rows))]
+    if table:
+        blocks += [
+            Block(
+                "p",
+                "The gold rates with their 95 % intervals (Wilson) and the exact paired test against "
+                "the base and the SFT model (p; prompts only one of the two got right decide it):",
+            ),
+            Block("table", interval_table(table)),
+        ]
     for png in ("rates_by_stage.png", "rm_scores_by_stage.png", "helpful_vs_safety.png"):
         if (eval_dir / "plots" / png).is_file():
             blocks.append(Block("img", (rel(eval_dir.name, "plots", png), png[:-4])))
@@ -296,7 +325,9 @@ def safety_blocks(eval_dir: Path, results: dict[str, dict], rel) -> list[Block]:
     return blocks
 
 
-def write_report(run_dir: Path, recipe, eval_dir: Path, results: dict[str, dict]) -> tuple[Path, Path]:
+def write_report(
+    run_dir: Path, recipe, eval_dir: Path, results: dict[str, dict], table: dict | None = None
+) -> tuple[Path, Path]:
     """runs/<run>/<evaluation stage>/report.{md,html}; links are relative to that directory."""
     timings_path = run_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -327,7 +358,7 @@ def write_report(run_dir: Path, recipe, eval_dir: Path, results: dict[str, dict]
             blocks += sections[stage.type](run_dir, stage, rel)
         elif stage.type in titles:
             blocks += generic_plots(run_dir, stage, rel, titles[stage.type])
-    blocks += safety_blocks(eval_dir, results, rel)
+    blocks += safety_blocks(eval_dir, results, rel, table)
     md, page = eval_dir / "report.md", eval_dir / "report.html"
     write_atomic(md, to_markdown(blocks).replace("](../" + eval_dir.name + "/", "]("))
     write_atomic(

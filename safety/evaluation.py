@@ -82,21 +82,19 @@ def evaluate_gold(
     progress=True,
     split=False,
 ):
-    """Greedy answers to every suite prompt; returns (rates, texts by kind). `split`: share the
-    generation among processes (alignment/answers.py)."""
+    """Greedy answers to every suite prompt; returns (rates, texts by kind). All kinds go to the
+    engine in one call, so its batches stay full across them. `split`: share the generation among
+    processes (alignment/answers.py)."""
     from alignment.answers import answer, sampling_for  # torch: imported when answers are made
 
     sampling = sampling_for(tokenizer, max_new_tokens=max_new_tokens, temperature=0)
-    texts = {}
+    prompts = [r["prompt"] for records in rows.values() for r in records]
+    progress_label = "gold eval" if progress else None
+    answers = answer(
+        model, tokenizer, prompts, sampling, style, autocast, progress=progress_label, split=split
+    )
+    texts, start = {}, 0
     for kind, records in rows.items():
-        texts[kind] = answer(
-            model,
-            tokenizer,
-            [r["prompt"] for r in records],
-            sampling,
-            style,
-            autocast,
-            progress=f"gold eval: {kind}" if progress else None,
-            split=split,
-        ).texts
+        texts[kind] = answers.texts[start : start + len(records)]
+        start += len(records)
     return gold_rates(rows, texts), texts

@@ -41,6 +41,65 @@ def paired_gold(rows: dict, texts_a: dict, texts_b: dict) -> dict:
     return out
 
 
+def gold_table(rows: dict, texts: dict[str, dict], references=("base", "sft")) -> dict:
+    """Per model and rate: k of n, the rate, its 95 % Wilson interval, and the paired test against
+    each reference model that comes before it in `texts` (`vs_base`, `vs_sft`: prompts only the
+    reference / only this model got right, exact McNemar p). `texts[model][kind]` are the model's answers."""
+    table = {}
+    for name, answers in texts.items():
+        entry = {}
+        for kind, records in rows.items():
+            if not records:
+                continue
+            k = sum(grade(kind, r, t) == 1.0 for r, t in zip(records, answers[kind], strict=True))
+            low, high = wilson_interval(k, len(records))
+            entry[RATE_NAMES[kind]] = {
+                "rate": k / len(records),
+                "k": k,
+                "n": len(records),
+                "ci95": [low, high],
+            }
+        order = list(texts)
+        for ref in references:  # a model is tested against the references evaluated before it
+            if ref in texts and order.index(ref) < order.index(name):
+                for rate, test in paired_gold(rows, texts[ref], answers).items():
+                    entry[rate][f"vs_{ref}"] = test
+        table[name] = entry
+    return table
+
+
+TABLE_RATES = (
+    ("helpful_correct", "helpful correct ↑"),
+    ("unsafe_compliance", "unsafe compliance ↓"),
+    ("false_refusal", "false refusal ↓"),
+)
+
+
+def format_gold_table(table: dict) -> list[str]:
+    """The table as text: each rate with its 95 % interval, and the paired test's p against the
+    base and the SFT model where they are in the table."""
+    refs = [ref for ref in ("base", "sft") if ref in table]
+    width = max(len(name) for name in table) + 2
+    lines = [
+        f"  {'model':<{width}}" + "".join(f"{label:<30}" for _, label in TABLE_RATES),
+    ]
+    for name, entry in table.items():
+        cells = []
+        for key, _ in TABLE_RATES:
+            cell = entry.get(key)
+            if cell is None:
+                cells.append(f"{'–':<30}")
+                continue
+            text = f"{cell['rate']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
+            tests = [f"{ref} {cell[f'vs_{ref}']['p']:.2g}" for ref in refs if f"vs_{ref}" in cell]
+            cells.append(f"{text + (' p ' + ', '.join(tests) if tests else ''):<30}")
+        lines.append(f"  {name:<{width}}" + "".join(cells))
+    counts = next(iter(table.values()))
+    n = ", ".join(f"{label.split(' ')[0]} {counts[key]['n']}" for key, label in TABLE_RATES if key in counts)
+    lines.append(f"  prompts per kind: {n}; p: exact paired test against {' and '.join(refs) or 'nothing'}")
+    return lines
+
+
 def cmd_gold(args) -> None:
     if bool(args.models) == bool(args.answers):
         raise PaddockError("give model checkpoints to answer, or --from answer files, not both")

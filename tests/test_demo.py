@@ -29,3 +29,48 @@ def test_chat_answers_through_the_engine(smollm2_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The capital of France is Paris."
+
+
+def test_stage_effects_give_each_stage_its_own_measure_with_intervals(tmp_path):
+    """Hand-made summaries: an RM right on 3 of 4 held-out pairs (both significantly-better pairs
+    among them), GAtt following the instruction at turns 5-6 in 1 of 4 dialogue-turns before and 3
+    of 4 after (turn 4 is left out), context distillation keeping 5 of 8 answers with gain +0.5."""
+    import json
+    from types import SimpleNamespace
+
+    from alignment.demo import stage_effects
+    from alignment.stats import wilson_interval
+
+    def turn(number: int, followed: int) -> dict:
+        return {"turn": number, "followed": followed, "n": 2}
+
+    summaries = {
+        "rm": {"accuracy_by_test_set_and_rating": {"held": {
+            "overall": {"accuracy": 0.75, "n": 4}, "significantly_better": {"accuracy": 1.0, "n": 2}}}},
+        "gatt": {
+            "adherence_before": {"by_turn": [turn(4, 2), turn(5, 1), turn(6, 0)]},
+            "adherence_after": {"by_turn": [turn(5, 2), turn(6, 1)]},
+        },
+        "cd": {"prompts": 8, "kept": 5, "mean_safety_gain_kept": 0.5},
+    }  # fmt: skip
+    for name, summary in summaries.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    recipe = SimpleNamespace(
+        stages=[
+            SimpleNamespace(name="rm", type="reward_model"),
+            SimpleNamespace(name="gatt", type="gatt"),
+            SimpleNamespace(name="cd", type="context_distillation"),
+            SimpleNamespace(name="missing", type="ppo"),
+        ]
+    )
+    lines = stage_effects(tmp_path, recipe)
+    low, high = wilson_interval(3, 4)
+    assert lines[0] == (
+        f"  rm on held: accuracy 3/4 = 0.75 [{low:.2f}, {high:.2f}]; "
+        "significantly better 2/2 = 1.00 [0.34, 1.00]"
+    )
+    assert lines[1].startswith("  gatt adherence at turns 5+ before: 1/4 = 0.25")
+    assert lines[2].startswith("  gatt adherence at turns 5+ after: 3/4 = 0.75")
+    assert lines[3].startswith("  cd: kept 5/8 = 0.62") and lines[3].endswith("gain of the kept +0.50")
+    assert len(lines) == 4

@@ -110,3 +110,31 @@ def test_gold_from_earlier_answers_regrades_them_and_plots(tmp_path, capsys):
     assert "different numbers of prompts" in capsys.readouterr().err
     assert main(["gold", "some/model", "--from", str(files["a"])]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_gold_table_gives_counts_intervals_and_paired_tests_against_base_and_sft():
+    """Ten harmful prompts. base complies with all ten; sft refuses the first two; final refuses
+    the first eight. Unsafe compliance: base 10/10, sft 8/10, final 2/10. Against base, final is
+    better on 8 prompts and worse on none: exact McNemar p = 2 * 0.5**8 = 0.0078125; against sft it
+    is better on prompts 3-8 (6) and worse on none: p = 2 * 0.5**6 = 0.03125. The intervals are
+    Wilson's for k of 10."""
+    from alignment.data.sources import data_path
+    from alignment.stats import wilson_interval
+    from safety.evaluation import GoldSuiteConfig, suite_rows
+    from safety.gold_compare import format_gold_table, gold_table
+
+    rows = suite_rows(GoldSuiteConfig(n_helpful=0, n_safety=10, n_borderline=0), data_path)
+    refuse, comply = "I can't help with that.", "Sure, here is how you do it: first"
+    texts = {
+        name: {"helpful": [], "borderline": [], "safety": [refuse] * r + [comply] * (10 - r)}
+        for name, r in (("base", 0), ("sft", 2), ("final", 8))
+    }
+    table = gold_table({"helpful": [], "safety": rows["safety"], "borderline": []}, texts)
+    final = table["final"]["unsafe_compliance"]
+    assert (final["k"], final["n"], final["rate"]) == (2, 10, 0.2)
+    assert final["ci95"] == list(wilson_interval(2, 10))
+    assert final["vs_base"] == {"only_first": 0, "only_this": 8, "p": 0.0078125}
+    assert final["vs_sft"]["p"] == 0.03125
+    assert "vs_base" not in table["base"]["unsafe_compliance"]
+    lines = format_gold_table(table)
+    assert "0.200 [0.06, 0.51] p base 0.0078, sft 0.031" in lines[3]

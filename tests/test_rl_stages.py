@@ -258,7 +258,12 @@ def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run)
         gold = summary["gold"][name]
         assert gold["n_helpful"] == gold["n_safety"] == gold["n_borderline"] == 4
         assert 0 <= gold["unsafe_compliance"] <= 1 and 0 <= summary["rm"][name]["rm_unsafe"] <= 1
+        cell = summary["gold_table"][name]["unsafe_compliance"]  # the same rate, counted, with its interval
+        assert cell["rate"] == gold["unsafe_compliance"] and cell["n"] == 4
+        assert cell["ci95"][0] <= cell["rate"] <= cell["ci95"][1]
+        assert ("vs_base" in cell) == (name != "base") and ("vs_sft" in cell) == (name not in ("base", "sft"))
     report = (out / "report.md").read_text()
+    assert "the exact paired test against the base and the SFT model" in report
     for stage in (
         "sft",
         "rm_helpful",

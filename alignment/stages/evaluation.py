@@ -18,6 +18,7 @@ from alignment.recipes.schema import StageConfig
 from alignment.runs import write_atomic, write_json
 from alignment.stages.common import StageContext, data_path
 from safety.evaluation import GoldSuiteConfig, suite_rows
+from safety.gold_compare import gold_table
 from safety.rewards import RewardModelsConfig
 
 POLICY_STAGES = ("sft", "rejection_sampling", "ppo", "gatt", "context_distillation")
@@ -85,13 +86,19 @@ def run_evaluation(ctx: StageContext) -> dict:
         )
         write_json(cache, results[name])
         del model
-    plots = plot_stages(results, ctx.dir.plots, cfg.reward_models.threshold)
-    md, page = write_report(ctx.run_dir, ctx.recipe, ctx.dir.root, results)
+    answers = {
+        name: {kind: [a["answer"] for a in r["answers"][kind]] for kind in r["answers"]}
+        for name, r in results.items()
+    }
+    table = gold_table(rows, answers)
+    plots = plot_stages(results, table, ctx.dir.plots, cfg.reward_models.threshold)
+    md, page = write_report(ctx.run_dir, ctx.recipe, ctx.dir.root, results, table)
     summary = {
         "stage": cfg.name,
         "type": cfg.type,
         "models": list(results),
         "gold": {name: r["gold"] for name, r in results.items()},
+        "gold_table": table,
         "rm": {name: r["rm"] for name, r in results.items()},
         "report": str(md),
         "report_html": str(page),
@@ -105,7 +112,7 @@ def run_evaluation(ctx: StageContext) -> dict:
     return summary
 
 
-def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
+def plot_stages(results: dict[str, dict], table: dict, plots_dir, threshold: float) -> list:
     import math
 
     from matplotlib.figure import Figure
@@ -113,15 +120,31 @@ def plot_stages(results: dict[str, dict], plots_dir, threshold: float) -> list:
     names = list(results)
     written = []
 
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
-    for key, label in (
-        ("helpful_correct", "helpful correct"),
-        ("unsafe_compliance", "unsafe compliance"),
-        ("false_refusal", "false refusal"),
+    positions = range(len(names))
+    for offset, (key, label) in zip(
+        (-0.12, 0.0, 0.12),
+        (
+            ("helpful_correct", "helpful correct"),
+            ("unsafe_compliance", "unsafe compliance"),
+            ("false_refusal", "false refusal"),
+        ),
+        strict=True,
     ):
-        ax.plot(names, [results[n]["gold"].get(key) for n in names], "-o", label=f"gold: {label}")
-    ax.plot(names, [results[n]["rm"].get("rm_unsafe") for n in names], ":s", label="RM: unsafe (σ(rs) < thr)")
+        cells = [table[n].get(key) for n in names]
+        if not any(cells):
+            continue
+        xs = [i + offset for i, c in zip(positions, cells, strict=True) if c]
+        rates = [c["rate"] for c in cells if c]
+        errors = [
+            [c["rate"] - c["ci95"][0] for c in cells if c],
+            [c["ci95"][1] - c["rate"] for c in cells if c],
+        ]
+        ax.errorbar(xs, rates, yerr=errors, fmt="-o", capsize=3, label=f"gold: {label} (95 % interval)")
+    rm_unsafe = [results[n]["rm"].get("rm_unsafe") for n in names]
+    ax.plot(list(positions), rm_unsafe, ":s", color="grey", label="RM: unsafe (σ(rs) < thr)")
+    ax.set_xticks(list(positions), names, rotation=20, fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("rate")
     ax.set_title("Gold and RM rates after each stage")
