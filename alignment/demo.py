@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\npipeline done in {time.perf_counter() - began:.0f}s (stages already complete are skipped)")
     print("gold graders on held-out gym prompts, after each stage (rate [95 % interval], p):")
-    print("\n".join(format_gold_table(summary["gold_table"])))
+    print("\n".join(format_gold_table(summary["gold_table"], summary["models"])))
     print("each stage's own measurement (k/n = rate [95 % interval]):")
     print("\n".join(stage_effects(run_dir, recipe)))
     print(f"  plot: {run_dir / evaluation.name / 'plots' / 'rates_by_stage.png'}")

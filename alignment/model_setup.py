@@ -6,6 +6,8 @@ model uses transformers' Llama weight names, so PEFT's Llama target modules appl
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +18,13 @@ from alignment.errors import PaddockError
 from alignment.placement import resolve_device
 
 ADAPTER_BASE_FILE = "paddock_base.txt"  # where an adapter's base checkpoint lives
+
+# Two messages every LoRA run printed that say nothing about it: bitsandbytes, imported by PEFT,
+# reports on CPUs with AVX-512 BF16 that it could not fetch an optional hub kernel (Paddock
+# downloads nothing at run time; QLoRA works without it), and PEFT reads a transformers property
+# that transformers 5 has renamed. Only these two are silenced.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def weights_dtype(precision: str) -> torch.dtype:

@@ -85,13 +85,23 @@ def evaluate_gold(
     """Greedy answers to every suite prompt; returns (rates, texts by kind). All kinds go to the
     engine in one call, so its batches stay full across them. `split`: share the generation among
     processes (alignment/answers.py)."""
+    from alignment import distributed
     from alignment.answers import answer, sampling_for  # torch: imported when answers are made
 
     sampling = sampling_for(tokenizer, max_new_tokens=max_new_tokens, temperature=0)
     prompts = [r["prompt"] for records in rows.values() for r in records]
-    progress_label = "gold eval" if progress else None
+    # Batches are what processes share: a small suite is cut so that each process gets some.
+    batch_size = max(1, min(32, -(-len(prompts) // distributed.world_size()))) if split else 32
     answers = answer(
-        model, tokenizer, prompts, sampling, style, autocast, progress=progress_label, split=split
+        model,
+        tokenizer,
+        prompts,
+        sampling,
+        style,
+        autocast,
+        batch_size=batch_size,
+        progress="gold eval" if progress else None,
+        split=split,
     )
     texts, start = {}, 0
     for kind, records in rows.items():

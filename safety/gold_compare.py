@@ -75,28 +75,34 @@ TABLE_RATES = (
 )
 
 
-def format_gold_table(table: dict) -> list[str]:
-    """The table as text: each rate with its 95 % interval, and the paired test's p against the
-    base and the SFT model where they are in the table."""
+def format_gold_table(table: dict, order: list[str] | None = None) -> list[str]:
+    """The table as text, one model per row in `order` (default: the table's own; a table read back
+    from a summary.json has its keys sorted): each rate with its 95 % interval, and the paired
+    test's p against the base and the SFT model where they are in the table."""
     refs = [ref for ref in ("base", "sft") if ref in table]
-    width = max(len(name) for name in table) + 2
-    lines = [
-        f"  {'model':<{width}}" + "".join(f"{label:<30}" for _, label in TABLE_RATES),
-    ]
-    for name, entry in table.items():
-        cells = []
+    rows = []
+    for name in order or list(table):
+        entry = table[name]
+        cells = [name]
         for key, _ in TABLE_RATES:
             cell = entry.get(key)
             if cell is None:
-                cells.append(f"{'–':<30}")
+                cells.append("–")
                 continue
             text = f"{cell['rate']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
             tests = [f"{ref} {cell[f'vs_{ref}']['p']:.2g}" for ref in refs if f"vs_{ref}" in cell]
-            cells.append(f"{text + (' p ' + ', '.join(tests) if tests else ''):<30}")
-        lines.append(f"  {name:<{width}}" + "".join(cells))
-    counts = next(iter(table.values()))
-    n = ", ".join(f"{label.split(' ')[0]} {counts[key]['n']}" for key, label in TABLE_RATES if key in counts)
-    lines.append(f"  prompts per kind: {n}; p: exact paired test against {' and '.join(refs) or 'nothing'}")
+            cells.append(text + (f" p {', '.join(tests)}" if tests else ""))
+        rows.append(cells)
+    header = ["model", *[label for _, label in TABLE_RATES]]
+    widths = [max(len(row[i]) for row in [header, *rows]) + 3 for i in range(len(header))]
+    lines = [
+        "  " + "".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    first = next(iter(table.values()))
+    kinds = {"helpful_correct": "helpful", "unsafe_compliance": "harmful", "false_refusal": "borderline"}
+    counts = ", ".join(f"{kinds[key]} {first[key]['n']}" for key, _ in TABLE_RATES if key in first)
+    lines.append(f"  prompts: {counts}; p: exact paired test against {' and '.join(refs) or 'nothing'}")
     return lines
 
 

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from safety.evaluation import evaluate_gold
+from safety.evaluation import evaluate_gold, gold_rates
 
 
 def sigmoid(x: float) -> float:
@@ -44,10 +44,15 @@ def evaluate_model(
     style: str,
     autocast: bool,
     split: bool = False,
+    texts: dict[str, list[str]] | None = None,
 ):
     """Gold rates, RM rates, raw RM scores per kind and the answers themselves. `split`: share the
-    generation among processes (alignment/answers.py)."""
-    rates, texts = evaluate_gold(model, tokenizer, rows, max_new_tokens, style, autocast, split=split)
+    generation among processes (alignment/answers.py). `texts`: answers made earlier by the same
+    model to the same prompts (then `model` is not used)."""
+    if texts is None:
+        rates, texts = evaluate_gold(model, tokenizer, rows, max_new_tokens, style, autocast, split=split)
+    else:
+        rates = gold_rates(rows, texts)
     scores = {}
     for kind, records in rows.items():
         if not records:

@@ -323,3 +323,43 @@ def test_an_unfinished_stage_reuses_its_answers_and_table(cd_run):
     first, second = (json.loads((d / "summary.json").read_text()) for d in (out, stage))
     assert second["kept_by_category"] == first["kept_by_category"]
     assert second["gold_before"] == first["gold_before"]
+
+
+def answer_logprob(model, tokenizer, prompt: list[dict], answer: str) -> float:
+    """Mean log-probability per token of `answer` after `prompt` (no preprompt), as the model's
+    chat format lays them out (loss_on "last": the answer's tokens only)."""
+    import torch
+
+    from alignment.data.chat_format import encode_dialogue
+
+    encoded = encode_dialogue(prompt + [{"role": "assistant", "content": answer}], tokenizer, loss_on="last")
+    ids = torch.tensor([encoded.input_ids])
+    labels = torch.tensor([encoded.labels])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != -100
+    picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return float(picked[mask].mean())
+
+
+def test_the_distilled_model_answers_plain_prompts_the_way_the_preprompted_model_did(cd_run):
+    """Context distillation's point: after the stage, the model without the safety preprompt gives
+    the answers it gave with it. Measured as the mean per-token log-probability of each kept
+    distilled answer (sampled with the preprompt) given the plain prompt, under the stage's starting
+    model and under its output: it must rise for every kept answer."""
+    from alignment.base_model import load_tokenizer
+    from alignment.model_setup import load_frozen
+    from alignment.recipes.schema import ModelConfig
+
+    out = cd_run / "runs/tiny/context_distillation"
+    kept = [r for r in map(json.loads, (out / "distilled.jsonl").read_text().splitlines()) if r["kept"]]
+    assert kept
+    config = ModelConfig(name_or_path="unused", precision="fp32", device="cpu")
+    tokenizer = load_tokenizer(cd_run / "runs/tiny/sft/model/merged")
+    before_model = load_frozen(config, str(cd_run / "runs/tiny/sft/model"))
+    after_model = load_frozen(config, str(out / "model"))
+    before = [answer_logprob(before_model, tokenizer, r["prompt"], r["distilled"]) for r in kept]
+    after = [answer_logprob(after_model, tokenizer, r["prompt"], r["distilled"]) for r in kept]
+    # The fixture's fine-tune is one step on a few answers: each rises by about 0.1 nat a token.
+    assert all(a > b + 0.05 for a, b in zip(after, before, strict=True)), (before, after)

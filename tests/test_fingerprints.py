@@ -224,10 +224,13 @@ def test_a_directory_digest_follows_content_not_hidden_files(tmp_path):
 
 
 def test_upstream_stages_of_the_quickstart():
-    """Reward models and `init_from` name upstream stages; an evaluation builds on every policy
-    stage before it by default."""
+    """Reward models and `init_from` name upstream stages; an evaluation builds on the models it
+    names, and by default on every policy stage before it."""
     recipe = load_recipe(REPO / "recipes/quickstart.yaml")
     ups = {s.name: upstream_stages(recipe, i) for i, s in enumerate(recipe.stages)}
     assert ups["sft"] == [] and ups["rm_helpful"] == ["sft"]
     assert ups["ppo"] == ["rm_helpful", "rm_safety", "gatt"]
-    assert ups["evaluation"] == [s.name for s in recipe.stages[:-1]]
+    named = ["sft", "rm_helpful", "rm_safety", "rejection_sampling", "ppo", "context_distillation"]
+    assert ups["evaluation"] == named
+    default = load_recipe(REPO / "recipes/quickstart.yaml", ["stages.evaluation.models=null"])
+    assert upstream_stages(default, len(default.stages) - 1) == [s.name for s in default.stages[:-1]]

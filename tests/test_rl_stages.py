@@ -284,6 +284,21 @@ def test_evaluation_scores_every_policy_and_the_report_names_every_stage(rl_run)
     assert (rl_run / "runs/tiny/REPORT").read_text().strip().endswith("report.md")
 
 
+def test_a_rerun_evaluation_scores_the_answers_it_made_before(rl_run):
+    """The evaluation's answers are kept by model content in the run directory: evaluated again
+    from scratch, no model answers again and every rate is the same."""
+    again = rl_run / "eval-again"
+    shutil.copytree(rl_run / "runs", again)
+    shutil.rmtree(again / "tiny/evaluation")
+    result = paddock("run", str(rl_run / "recipe.yaml"), f"output_dir={again}", "--stage", "evaluation")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "] evaluating" not in result.stdout and "scoring the earlier answers of ppo" in result.stdout
+    first, second = (
+        json.loads((d / "tiny/evaluation/summary.json").read_text()) for d in (rl_run / "runs", again)
+    )
+    assert second["gold_table"] == first["gold_table"]
+
+
 def test_critic_warmup_must_leave_iterations_that_train_the_policy():
     from alignment.recipes.config import RecipeError
     from alignment.stages.ppo import PPOConfig

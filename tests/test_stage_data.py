@@ -79,3 +79,15 @@ def test_column_margins_without_a_margin_column_are_refused_by_the_dry_run(tmp_p
     )
     assert code == 2 and "margin 'column' needs a numeric margin on every pair" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_source_can_keep_only_records_with_given_meta_values(tmp_path):
+    """Five dialogues, two with meta.task borderline: `where: {task: borderline}` keeps those two,
+    and the load report says so."""
+    rows = [dialogue(f"q{i}", task="borderline" if i % 2 else "math") for i in range(5)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = SourceConfig(path=str(tmp_path / "d.jsonl"), where={"task": "borderline"})
+    data = DataConfig(sources=[source], test_fraction=0.0)
+    train, _, report = stage_records(type("S", (), {"name": "sft", "data": data}), 0, tmp_path, "dialogues")
+    assert [r.messages[1]["content"] for r in train] == ["q1", "q3"]
+    assert report["d"].endswith("kept 2 with meta {'task': 'borderline'}")

@@ -230,6 +230,11 @@ class SourceConfig:
         "read twice as a helpfulness and a safety source to mix by ratio; null keeps them all.",
         default=None,
     )
+    where: dict | None = setting(
+        "Keep only this source's records whose `meta` holds these values, e.g. `{task: borderline}` to "
+        "draw the gym's borderline dialogues as a source of their own; null keeps them all.",
+        default=None,
+    )
     stage: str | None = setting(
         "An earlier stage of this run whose directory `path` is relative to: its output as this source "
         "(a preference_collection stage's pairs_train.jsonl). Checked when that stage has run.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from alignment import distributed
@@ -72,10 +73,14 @@ def run_evaluation(ctx: StageContext) -> dict:
         if cache.is_file():
             results[name] = json.loads(cache.read_text())
             continue
-        print(f"[{cfg.name}] evaluating {name}")
-        model = load_frozen(ctx.recipe.model, path)
+        answers_file = answers_cache(ctx, path, rows)
+        # every process takes the same path: the generation below is shared among them
+        everywhere = all(distributed.all_gather_objects(answers_file.is_file()))
+        texts = json.loads(answers_file.read_text()) if everywhere else None
+        print(f"[{cfg.name}] {'scoring the earlier answers of' if texts else 'evaluating'} {name}")
+        model = None if texts else load_frozen(ctx.recipe.model, path)
         results[name] = evaluate_model(
-            ctx.sampler(model),
+            None if texts else ctx.sampler(model),
             tokenizer,
             scorer,
             rows,
@@ -83,7 +88,11 @@ def run_evaluation(ctx: StageContext) -> dict:
             cfg.chat_style,
             autocast,
             split=True,
+            texts=texts,
         )
+        if texts is None and distributed.is_main():
+            answers = results[name]["answers"]
+            write_json(answers_file, {kind: [a["answer"] for a in answers[kind]] for kind in answers})
         write_json(cache, results[name])
         del model
     answers = {
@@ -112,6 +121,27 @@ def run_evaluation(ctx: StageContext) -> dict:
     return summary
 
 
+def answers_cache(ctx: StageContext, model_path: str, rows: dict) -> Path:
+    """Where a model's greedy answers to this gold suite are kept, across reruns of the evaluation:
+    named by the model's content (adapter and base), the prompts and everything the answers depend
+    on, so an evaluation rerun after a later stage changed answers again only for models that did.
+    In the run directory, never beside the models."""
+    from alignment.fingerprints import content_digest, digest_of
+    from alignment.model_setup import resolve_init
+
+    base, adapter = resolve_init(model_path)
+    key = {
+        "model": content_digest(base),
+        "adapter": content_digest(adapter) if adapter else None,
+        "rows": digest_of(rows),
+        "max_new_tokens": ctx.stage.gold.max_new_tokens,
+        "style": ctx.stage.chat_style,
+        "precision": ctx.recipe.model.precision,
+        "engine": ctx.engine_name,
+    }
+    return ctx.run_dir / ".answers" / f"{digest_of(key)}.json"
+
+
 def plot_stages(results: dict[str, dict], table: dict, plots_dir, threshold: float) -> list:
     import math
 
@@ -137,9 +167,10 @@ def plot_stages(results: dict[str, dict], table: dict, plots_dir, threshold: flo
             continue
         xs = [i + offset for i, c in zip(positions, cells, strict=True) if c]
         rates = [c["rate"] for c in cells if c]
+        # max(0, ...): a Wilson bound at 0 or 1 can land a rounding error past the rate itself
         errors = [
-            [c["rate"] - c["ci95"][0] for c in cells if c],
-            [c["ci95"][1] - c["rate"] for c in cells if c],
+            [max(0.0, c["rate"] - c["ci95"][0]) for c in cells if c],
+            [max(0.0, c["ci95"][1] - c["rate"]) for c in cells if c],
         ]
         ax.errorbar(xs, rates, yerr=errors, fmt="-o", capsize=3, label=f"gold: {label} (95 % interval)")
     rm_unsafe = [results[n]["rm"].get("rm_unsafe") for n in names]

@@ -58,6 +58,9 @@ def load_source(source, kind: str, run_dir: Path | None, rejects_dir: Path | Non
     result = read_source(source, kind, rejects, run_dir)
     if source.categories is not None:
         result.records = [r for r in result.records if category_of(r) in source.categories]
+    if source.where:
+        wanted = source.where.items()
+        result.records = [r for r in result.records if all(r.meta.get(k) == v for k, v in wanted)]
     return source.name, result
 
 
@@ -116,4 +119,6 @@ def summary(result, source) -> str:
     text = result.report.summary()
     if source.categories is not None:
         text += f"; kept {len(result.records)} of categories {', '.join(source.categories)}"
+    if source.where:
+        text += f"; kept {len(result.records)} with meta {source.where}"
     return text
