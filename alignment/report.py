@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment.runs import write_atomic
+from safety.gold_compare import interval_text, paired_text
 
 
 @dataclass
@@ -275,11 +276,8 @@ def interval_table(table: dict) -> tuple[list, list]:
             if cell is None:
                 row.append("–")
                 continue
-            tests = ", ".join(f"{ref} {cell[f'vs_{ref}']['p']:.2g}" for ref in refs if f"vs_{ref}" in cell)
-            text = (
-                f"{cell['k']}/{cell['n']} = {cell['rate']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
-            )
-            row.append(text + (f"; p {tests}" if tests else ""))
+            tests = paired_text(cell, refs)
+            row.append(interval_text(cell, counts=True) + (f"; p {tests}" if tests else ""))
         rows.append(row)
     return header, rows
 
