@@ -11,7 +11,6 @@ one line naming what changed, unless `--rerun` names it. `paddock run --dry-run`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from alignment.runs import COMPLETE
 from alignment.stages.common import stage_engine
 from alignment.stages.registry import STAGE_TYPES
 from alignment.stages.stage_data import source_path, stage_records
+from alignment.training.loop import total_steps
 
 RUNS = ("run", "rerun", "resume")  # actions that start the stage's code
 
@@ -221,11 +221,7 @@ def estimated_steps(stage, train_rows: int | None) -> str:
         return f"{stage.iterations} iteration{'s' if stage.iterations != 1 else ''}"
     if train_rows is None or not hasattr(stage, "batch_size") or not hasattr(stage, "epochs"):
         return ""
-    per_step = stage.batch_size * getattr(stage, "grad_accum", 1)
-    steps = max(math.ceil(max(train_rows // per_step, 1) * stage.epochs), 1)
-    if getattr(stage, "max_steps", None):
-        steps = min(steps, stage.max_steps)
-    return f"at most {steps} optimizer steps"
+    return f"at most {total_steps(train_rows, stage)} optimizer steps"
 
 
 def format_plan(recipe, run_dir: Path, plans: list[StagePlan]) -> str:

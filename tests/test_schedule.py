@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from alignment.training.loop import LoopSettings, step_batches
+from alignment.training.loop import LoopSettings, step_batches, total_steps
 from alignment.training.schedule import cosine_multiplier, warmup_steps
 
 
@@ -43,3 +43,20 @@ def test_data_plan_covers_each_epoch_once_in_a_seeded_order():
     assert step_batches(10, settings) == plan  # a pure function of the seed: resume can recompute it
     other = LoopSettings(learning_rate=1e-3, epochs=1.5, batch_size=2, grad_accum=2, seed=8)
     assert step_batches(10, other) != plan
+
+
+def test_total_steps_by_hand():
+    """batch 3, accumulation 2 -> 6 examples a step.
+    20 examples -> 20 // 6 = 3 full steps an epoch (the remainder of 2 is left out);
+    2.5 epochs -> ceil(3 * 2.5) = ceil(7.5) = 8 steps; max_steps 5 -> min(8, 5) = 5;
+    4 examples (fewer than a step) -> still 1 step an epoch, so 2.5 epochs -> ceil(2.5) = 3;
+    0.1 epochs of 20 -> ceil(0.3) = 1 (never below one step).
+    step_batches makes exactly that many steps."""
+    settings = LoopSettings(learning_rate=1e-3, epochs=2.5, batch_size=3, grad_accum=2)
+    assert total_steps(20, settings) == 8
+    assert total_steps(4, settings) == 3
+    assert len(step_batches(20, settings)) == 8
+    capped = LoopSettings(learning_rate=1e-3, epochs=2.5, batch_size=3, grad_accum=2, max_steps=5)
+    assert total_steps(20, capped) == 5
+    short = LoopSettings(learning_rate=1e-3, epochs=0.1, batch_size=3, grad_accum=2)
+    assert total_steps(20, short) == 1

@@ -101,17 +101,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
+def steps_per_epoch(n_examples: int, settings: TrainingConfig) -> int:
+    """Full optimizer steps in one pass over `n_examples` (the remainder is left out), at least 1."""
+    return max(n_examples // (settings.batch_size * settings.grad_accum), 1)
+
+
+def total_steps(n_examples: int, settings: TrainingConfig) -> int:
+    """How many optimizer steps a run over `n_examples` takes: `epochs` passes of
+    `steps_per_epoch` (a fractional `epochs` takes that share of the last epoch, rounded up),
+    at least 1, and at most `max_steps` where that is set."""
+    total = max(math.ceil(steps_per_epoch(n_examples, settings) * settings.epochs), 1)
+    if settings.max_steps:
+        total = min(total, settings.max_steps)
+    return total
+
+
 def step_batches(n_examples: int, settings: LoopSettings) -> list[list[list[int]]]:
     """The whole run's data order: for each optimizer step, its micro-batches of example indices.
     A fractional `epochs` takes that share of the last epoch."""
     per_step = settings.batch_size * settings.grad_accum
-    steps_per_epoch = max(n_examples // per_step, 1)
-    total = max(math.ceil(steps_per_epoch * settings.epochs), 1)
-    if settings.max_steps:
-        total = min(total, settings.max_steps)
+    per_epoch = steps_per_epoch(n_examples, settings)
     plan = []
-    for step in range(total):
-        epoch, index = divmod(step, steps_per_epoch)
+    for step in range(total_steps(n_examples, settings)):
+        epoch, index = divmod(step, per_epoch)
         order = epoch_order(n_examples, settings.seed, epoch)
         chunk = order[index * per_step : (index + 1) * per_step] or order[:per_step]
         plan.append([chunk[i : i + settings.batch_size] for i in range(0, len(chunk), settings.batch_size)])
