@@ -107,7 +107,7 @@ def decide(plan: StagePlan, stage_dir: Path, rerun: set[str], asked: list[str]) 
         plan.action, plan.reason = "run", "not run yet"
 
 
-def make_plan(recipe, run_dir: Path, only=None, rerun=(), read_data: bool = True) -> list[StagePlan]:
+def make_plan(recipe, run_dir: Path, only=None, rerun=()) -> list[StagePlan]:
     """The plan of `paddock run`; raises a one-line PaddockError for anything that would stop it."""
     names = [s.name for s in recipe.stages]
     check_names(list(only or []), names, "--stage")
@@ -123,9 +123,9 @@ def make_plan(recipe, run_dir: Path, only=None, rerun=(), read_data: bool = True
         decide(plan, run_dir / plan.name, reruns, list(rerun))
     check_consistent(plans, run_dir, only)
     for index, plan in enumerate(plans):
-        if plan.runs and plan.name in engine_errors:
-            raise engine_errors[plan.name]
-        if plan.runs and read_data:
+        if plan.runs:
+            if plan.name in engine_errors:
+                raise engine_errors[plan.name]
             check_stage_inputs(recipe, index, plan, run_dir, plans)
     return plans
 
