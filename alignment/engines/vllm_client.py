@@ -83,23 +83,19 @@ def request_seed(seed: int | None) -> int | None:
 
 def engine_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The causal LM's weights under transformers' names, LoRA deltas merged in (W + scaling·B@A),
-    in `dtype`: what vLLM's Llama loader reads. A tied lm_head is left out (vLLM ties it itself)."""
-    from alignment.rl.sampler import lora_layers
+    in `dtype` on the CPU: what vLLM's Llama loader reads. A score head and a tied lm_head are left
+    out (vLLM ties it itself)."""
+    from alignment.rl.sampler import merged_weights
 
+    weights = {
+        name: value.to("cpu", dtype).contiguous()
+        for name, value in merged_weights(model)
+        if not name.startswith("score.")
+    }
     inner = model.get_base_model() if hasattr(model, "peft_config") else model
-    lora = lora_layers(inner) if hasattr(model, "peft_config") else {}
-    weights = {}
-    for name, param in inner.named_parameters():
-        if ".lora_" in name or name.startswith("score.") or ".modules_to_save." in name:
-            continue
-        module_name, _, leaf = name.replace(".base_layer.", ".").rpartition(".")
-        value = param.detach()
-        if module_name in lora and leaf == "weight":
-            value = value + lora[module_name].get_delta_weight("default").to(value.dtype)
-        weights[name.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
     if inner.config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    return {k: v.to("cpu", dtype).contiguous() for k, v in weights.items()}
+    return weights
 
 
 @torch.no_grad()

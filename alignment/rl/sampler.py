@@ -17,6 +17,8 @@ the copy's own log-probs instead, rounding included.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -35,6 +37,34 @@ def can_merge(policy) -> bool:
     return bool(layers) and all(type(m.base_layer) is nn.Linear for m in layers.values())
 
 
+@torch.no_grad()
+def merged_weights(
+    policy, adapter: str = "default", updated_only: bool = False
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The causal LM's parameters under the plain (transformers) model's names, each LoRA-adapted
+    weight with the adapter's delta merged in (W + scaling * B @ A, in W's dtype), on the policy's
+    device. The adapters' own A/B matrices and PEFT's modules_to_save copies are left out (a wrapped
+    module's original weights stand under the plain name); buffers are not included. A model
+    without PEFT gives its own parameters, detached.
+
+    One weight at a time, so merging never holds more than one extra weight. `updated_only`: only
+    what an optimizer step can change (the adapted weights and any trainable parameter)."""
+    peft = hasattr(policy, "peft_config")
+    inner = policy.get_base_model() if peft else policy
+    lora = lora_layers(inner) if peft else {}
+    for name, param in inner.named_parameters():
+        if ".lora_" in name or ".modules_to_save." in name:
+            continue
+        module_name, _, leaf = name.replace(".base_layer.", ".").rpartition(".")
+        adapted = module_name in lora and leaf == "weight"
+        if updated_only and not (adapted or param.requires_grad):
+            continue
+        value = param.detach()
+        if adapted:
+            value = value + lora[module_name].get_delta_weight(adapter).to(value.dtype)
+        yield name.replace(".base_layer.", ".").replace(".original_module.", "."), value
+
+
 class MergedSampler:
     """`model`: a plain causal LM equal to the policy's active adapter merged into its base."""
 
@@ -50,32 +80,22 @@ class MergedSampler:
         for param in model.parameters():  # buffers (RoPE frequencies) keep their fp32
             param.data = param.data.to(dtype)
         self.model = model.requires_grad_(False)
-        lora = lora_layers(inner)
-        sources = dict(inner.named_parameters())
-        sources.update(inner.named_buffers())
-        # (target, source, LoRA layer whose delta to add or None) for what `refresh` rewrites: the
-        # adapted weights and anything trainable. The frozen rest (embeddings, norms, buffers) is
-        # copied here once.
-        self._copies = []
+        self._targets = dict(self.model.named_parameters())
+        # Everything is copied here once (the copy starts out empty); `refresh` rewrites only what
+        # an update can change, the adapted weights and anything trainable.
         with torch.no_grad():
-            for name, target in [*self.model.named_parameters(), *self.model.named_buffers()]:
-                module_name, _, leaf = name.rpartition(".")
-                if module_name in lora:
-                    layer = lora[module_name]
-                    source, delta = getattr(layer.base_layer, leaf), layer if leaf == "weight" else None
-                else:
-                    source, delta = sources[name], None
-                if delta is None and not source.requires_grad:
-                    target.copy_(source)
-                else:
-                    self._copies.append((target, source, delta))
-        self.refresh()
+            copied = set()
+            for name, value in merged_weights(policy, adapter):
+                self._targets[name].copy_(value)
+                copied.add(name)
+            if copied != set(self._targets):
+                raise ValueError(f"MergedSampler: no policy weight for {sorted(set(self._targets) - copied)}")
+            buffers = dict(inner.named_buffers())
+            for name, target in self.model.named_buffers():
+                target.copy_(buffers[name])
 
     @torch.no_grad()
     def refresh(self) -> None:
         """Copy the policy's current weights in (call after every update, before sampling)."""
-        for target, source, layer in self._copies:
-            if layer is None:
-                target.copy_(source)
-            else:
-                target.copy_(source + layer.get_delta_weight(self.adapter).to(source.dtype))
+        for name, value in merged_weights(self.policy, self.adapter, updated_only=True):
+            self._targets[name].copy_(value)
