@@ -99,6 +99,16 @@ class StageContext:
                 model, self.tokenizer(), settings, self.device, seed=self.seed, log_path=log
             )
         else:
+            # Why `sync` fingerprints the weights (sum and sum of squares of every trainable
+            # tensor, vllm_client.weights_fingerprint) on every call: vLLM samples from its own
+            # copy, which must never be stale, and nothing cheaper says whether `model` changed since
+            # the last sync. Tensor version counters would, but fused AdamW writes parameters
+            # without bumping them; an optimizer-step count is not known here and would miss weights
+            # written another way (a checkpoint loaded on resume). The paddock engine never gets
+            # here (it samples from `model` itself), and a call comes once per generation phase
+            # (a gold suite, a GAtt turn, one temperature of rejection sampling), so one pass over
+            # the weights sits before a generation that costs far more, and it spares the write and
+            # reload of the weights whenever they did not change (GAtt's turns, a temperature sweep).
             self.vllm.sync(model)
         return self.vllm
 
