@@ -37,6 +37,7 @@ def test_auto_picks_vllm_for_ppo_only_and_only_where_it_is_installed(monkeypatch
     wins vLLM's start-up back; a stage that samples once does not. Without vLLM, paddock for all."""
     from alignment.engines import vllm_client
     from alignment.recipes.schema import Recipe
+    from alignment.stages import registry  # noqa: F401  (gives the config classes their types)
     from alignment.stages.common import stage_engine
     from alignment.stages.ppo import PPOConfig
     from alignment.stages.rejection_sampling import RejectionSamplingConfig
