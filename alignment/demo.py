@@ -32,21 +32,43 @@ def accuracy(cell: dict) -> str:
     return interval(round(cell["accuracy"] * cell["n"]), cell["n"])
 
 
+def head_to_head_lines(rm_outcomes: dict) -> list[str]:
+    """Two RMs on the same held-out pairs: each one's accuracy, the pairs only one of them got right
+    and the exact paired test (the paper's Table 7: each RM ahead on its own category)."""
+    from reward_models.compare import head_to_head
+
+    lines = []
+    for row in head_to_head(rm_outcomes):
+        if not row["n"]:
+            continue
+        n, a, b = row["n"], row["a"], row["b"]
+        right_a, right_b = round(row["accuracy_a"] * n), round(row["accuracy_b"] * n)
+        lines.append(
+            f"  {a} vs {b} on {row['test_set']}: {right_a}/{n} vs {right_b}/{n} right; "
+            f"only one right {row['only_a']} vs {row['only_b']}, p {row['p_value']:.2g}"
+        )
+    return lines
+
+
 def stage_effects(run_dir: Path, recipe) -> list[str]:
     """What each stage's own measurement says, with 95 % intervals: both RMs on each test set and
     on its significantly-better pairs; GAtt adherence at turn 5 and later before and after;
     context distillation's kept share and the safety-RM gain of the kept answers."""
-    lines = []
+    lines, rm_outcomes = [], {}
     for stage in recipe.stages:
         summary = read_summary(run_dir, stage)
         if not summary:
             continue
         if stage.type == "reward_model":
+            if "outcomes" in summary:
+                rm_outcomes[stage.name] = summary["outcomes"]
             for test_set, by_rating in summary.get("accuracy_by_test_set_and_rating", {}).items():
                 text = f"  {stage.name} on {test_set}: accuracy {accuracy(by_rating['overall'])}"
                 if "significantly_better" in by_rating:
                     text += f"; significantly better {accuracy(by_rating['significantly_better'])}"
                 lines.append(text)
+            if len(rm_outcomes) == 2:
+                lines.extend(head_to_head_lines(rm_outcomes))
         elif stage.type == "gatt":
             for when in ("before", "after"):
                 late = [

@@ -202,6 +202,21 @@ def paired_tests(correct: dict[str, dict[str, np.ndarray]]) -> list[dict]:
     return rows
 
 
+def head_to_head(outcomes: dict[str, dict[str, dict[str, int]]]) -> list[dict]:
+    """Paired tests of RMs from their stored per-pair outcomes (`outcomes[rm][test set][pair key]`,
+    1 when the RM scored the chosen answer higher; reward_models.evaluation.summarize writes them).
+    Each test set is compared on the pairs every RM scored, in one order."""
+    if not outcomes:
+        return []
+    sets = set.intersection(*(set(by_set) for by_set in outcomes.values()))
+    correct = {rm: {} for rm in outcomes}
+    for test_set in sorted(sets):
+        keys = sorted(set.intersection(*(set(by_set[test_set]) for by_set in outcomes.values())))
+        for rm, by_set in outcomes.items():
+            correct[rm][test_set] = np.array([bool(by_set[test_set][k]) for k in keys], dtype=bool)
+    return paired_tests(correct)
+
+
 def compare_rms(
     rm_paths: list[str],
     test_sets: dict[str, list],

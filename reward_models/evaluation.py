@@ -22,6 +22,7 @@ Conventions:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -183,7 +184,24 @@ def summarize(scored: dict[str, tuple[list, np.ndarray, np.ndarray]]) -> dict:
         table8[name] = {**by_rating(ps, correct), "overall": by_set[name]}
     summary["accuracy_by_test_set"] = by_set
     summary["accuracy_by_test_set_and_rating"] = table8
+    summary["outcomes"] = {
+        name: dict(zip(pair_keys(ps), map(int, _values(c) > _values(r)), strict=True))
+        for name, (ps, c, r) in scored.items()
+    }
     return summary
+
+
+def pair_keys(pairs: Sequence[PreferencePair]) -> list[str]:
+    """Names each pair by its content (a repeated pair by its content and how often it came before),
+    so that two RMs' outcomes on one test set can be matched pair by pair for a paired test
+    (reward_models.compare.head_to_head) without trusting the order."""
+    seen: dict[str, int] = {}
+    keys = []
+    for pair in pairs:
+        digest = hashlib.sha1(repr((pair.prompt, pair.chosen, pair.rejected)).encode()).hexdigest()[:16]
+        keys.append(f"{digest}/{seen.get(digest, 0)}")
+        seen[digest] = seen.get(digest, 0) + 1
+    return keys
 
 
 def score_test_sets(

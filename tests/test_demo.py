@@ -74,3 +74,26 @@ def test_stage_effects_give_each_stage_its_own_measure_with_intervals(tmp_path):
     assert lines[2].startswith("  gatt adherence at turns 5+ after: 3/4 = 0.75")
     assert lines[3].startswith("  cd: kept 5/8 = 0.62") and lines[3].endswith("gain of the kept +0.50")
     assert len(lines) == 4
+
+
+def test_stage_effects_pit_the_two_rms_against_each_other_pair_by_pair(tmp_path):
+    """Stored outcomes: on set h, rm_a is right on k1..k4 and rm_b only on k1 (k5 only rm_a scored,
+    so it is left out); on set s, rm_b is right on both pairs and rm_a on neither. Exact paired test:
+    h has 3 discordant pairs all for rm_a, p = 2 * 0.5^3 = 0.25; s has 2, p = 2 * 0.5^2 = 0.5."""
+    import json
+    from types import SimpleNamespace
+
+    from alignment.demo import stage_effects
+
+    outcomes = {
+        "rm_a": {"h": {"k1": 1, "k2": 1, "k3": 1, "k4": 1, "k5": 1}, "s": {"j1": 0, "j2": 0}},
+        "rm_b": {"h": {"k4": 0, "k3": 0, "k2": 0, "k1": 1}, "s": {"j2": 1, "j1": 1}},
+    }
+    for name, by_set in outcomes.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"outcomes": by_set}))
+    recipe = SimpleNamespace(stages=[SimpleNamespace(name=n, type="reward_model") for n in outcomes])
+    assert stage_effects(tmp_path, recipe) == [
+        "  rm_a vs rm_b on h: 4/4 vs 1/4 right; only one right 3 vs 0, p 0.25",
+        "  rm_a vs rm_b on s: 0/2 vs 2/2 right; only one right 0 vs 2, p 0.5",
+    ]

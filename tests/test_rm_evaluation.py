@@ -15,6 +15,7 @@ from reward_models.evaluation import (
     calibration,
     evaluate_scores,
     gold_agreement,
+    pair_keys,
     summarize,
     write_plots,
 )
@@ -145,6 +146,10 @@ def test_summary_tables_by_test_set_and_rating(tmp_path):
         table8["helpful"]["significantly_better"]["accuracy"] == 1.0 and table8["helpful"]["better"]["n"] == 1
     )
     assert table8["other"]["slightly_better"]["n"] == 1
+    # per pair, keyed by content and, for a repeated pair, by how often it came before: helpful's
+    # first pair right, its second (the same texts) and other's one wrong
+    assert s["outcomes"]["helpful"] == dict(zip(pair_keys(PAIRS[:2]), [1, 0], strict=True))
+    assert len(set(pair_keys(PAIRS[:2]))) == 2 and list(s["outcomes"]["other"].values()) == [0]
     files = write_plots(scored, s, tmp_path, prefix="x_")
     for name in files.values():
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
