@@ -104,7 +104,21 @@ def build_trainable(model_cfg, init: str, head: str = "causal_lm"):
         target_modules=list(lora.target_modules),
         modules_to_save=["score"] if head != "causal_lm" else None,
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if model_cfg.precision == "bf16-autocast":
+        skip_adapter_input_casts(model)
+    return model
+
+
+def skip_adapter_input_casts(model) -> None:
+    """Under bf16 autocast, PEFT casts each adapter's bf16 input up to the adapters' fp32 and
+    autocast casts it straight back down for the rank-r matmul: two copies of every projection's
+    input per call that change no value (bf16 -> fp32 -> bf16 is exact). PEFT's own switch turns
+    the first copy off; outside autocast an fp32 model's inputs are fp32 already, so nothing is
+    cast either way."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
 
 
 def save_trained(model, tokenizer, out: Path, base_path: Path | None, merge: bool) -> Path:
