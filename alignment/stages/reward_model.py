@@ -91,6 +91,8 @@ def run_reward_model(ctx: StageContext) -> dict:
         name: pairs[: cfg.eval_pairs or None] for name, pairs in test_sets(ctx, held_out).items()
     }
     examples = encode_pairs(train_pairs, tokenizer, cfg.margin, cfg.chat_style, cfg.max_length)
+    # The held-out accuracy during training (eval_every); at the end evaluate_rm scores every test
+    # pair anyway, so a run without eval_every does not score the first 128 of them twice.
     quick_eval = encode_pairs(
         [p for pairs in evaluation_sets.values() for p in pairs][:128],
         tokenizer,
@@ -109,7 +111,7 @@ def run_reward_model(ctx: StageContext) -> dict:
         rm_loss,
         ctx.loop_settings(cfg),
         ctx.dir,
-        evaluate=lambda m: quick_accuracy(m, quick_eval, pad, packed=packed),
+        evaluate=(lambda m: quick_accuracy(m, quick_eval, pad, packed=packed)) if cfg.eval_every else None,
         description=f"{ctx.run_name}/{cfg.name}",
     )
     evaluation = evaluate_rm(
