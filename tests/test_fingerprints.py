@@ -230,7 +230,7 @@ def test_upstream_stages_of_the_quickstart():
     ups = {s.name: upstream_stages(recipe, i) for i, s in enumerate(recipe.stages)}
     assert ups["sft"] == [] and ups["rm_helpful"] == ["sft"]
     assert ups["ppo"] == ["rm_helpful", "rm_safety", "gatt"]
-    named = ["sft", "rm_helpful", "rm_safety", "rejection_sampling", "ppo", "context_distillation"]
+    named = ["sft", "rm_helpful", "rm_safety", "context_distillation"]
     assert ups["evaluation"] == named
     default = load_recipe(REPO / "recipes/quickstart.yaml", ["stages.evaluation.models=null"])
     assert upstream_stages(default, len(default.stages) - 1) == [s.name for s in default.stages[:-1]]
