@@ -1,34 +1,35 @@
-"""Ghost Attention learns: after the stage, a model keeps a system instruction at late turns that it
-ignored there before (Llama 2 §3.3, Figure 28's question), on a tiny random model through the CLI.
+"""Ghost Attention learns: after the stage, a model keeps a system instruction at the late turns
+where it dropped it before (Llama 2 §3.3, Figure 28), on a tiny random model through the CLI.
 
 A random model follows no instruction, and GAtt can only distil adherence that its sampler has (it
 samples with the instruction appended to every user turn). So an SFT stage first makes a base
-model that has exactly the failure GAtt fixes: it follows the gym's "Begin every answer with
-'Ahoy!'." (or "'Greetings!'.") when the instruction is appended to the current user turn, and only
-then. Its dialogues mix instructed and plain turns, so an instruction given in an earlier turn is
-not followed later, and it never sees the instruction as a system message. Then the GAtt stage
+model with the failure GAtt fixes, on the gym's two case instructions ("Answer in all capital
+letters for the rest of this conversation." -> "SURE.", "Write every answer in lowercase letters
+only." -> "sure."; a plain turn gets "Sure."). Half its dialogues have no system message and each
+user turn instructed (the instruction appended, as GAtt samples) or plain: the model follows an
+instruction on the current turn, and only there. The other half have the instruction as the system
+message, followed in the first answer only: the model drops it from turn 2 on. Then the GAtt stage
 samples 24 dialogues of 8 turns with the instruction on every user turn (the base model follows it
-there) and trains with the instruction only in the first turn's system message.
+there) and fine-tunes with the instruction only in the first turn's system message.
 
-The stage's own evaluation replays 16 held-out dialogues (words never seen in training) for 8 turns
-with the instruction in the system message only, greedy, alternating the two instructions; the
-gold check is `starts_with`. Two instructions, not one, so that a model that learnt "always open
-with 'Ahoy!'" (blind to the system message) cannot pass: whatever it says, it matches at most
-the half of the dialogues with its opener (about 8 of 16 at a turn, each a coin flip at best).
+The stage's own evaluation plays 16 fresh dialogues for 8 turns (greedy, the instruction in the
+system message only, the two instructions alternating), scored by the gym's gold checks. Two
+instructions that exclude each other, not one: a model blind to the system message (one that
+learnt "always answer in capitals", say) follows only where the instruction happens to match, about
+8 of 16 dialogues at a turn, each a coin flip at best.
 
-Asserted at every late turn (5 to 8; alignment/demo.py's "late" is turn 5 on), where all 16
-dialogues are still playing: (a) adherence after beats before, a one-sided Fisher exact test at
-p < 1e-3 per turn (with none followed before, that needs at least 9 of 16 after); (b) at least
-14 of 16 dialogues follow after, which a system-blind model (p <= 1/2 per dialogue) reaches with
-probability P(Bin(16, 1/2) >= 14) = 137/65536 ~ 0.002. Seen on the 2-core CPU: before GAtt the
-model follows 0 of 16 at turns 5-7 (it answers "Sure.") and 6 of 16 at turn 8; after it, 16 of 16
-at each of turns 5-8 ("Ahoy! Sure." / "Greetings! Sure." by the system message); the weakest
-turn's test is p = 1.2e-4. If the stage did nothing, or trained with the instruction still on
-the user turns, "after" would stay where "before" is.
+Asserted at each late turn, 5 to 8 (alignment/demo.py's "late" starts at 5), where all 16 dialogues
+still fit the 256-token context: (a) after beats before by a one-sided Fisher exact test at
+p < 1e-4 (with none followed before, that takes at least 11 of 16 after); (b) at least 14 of 16
+follow after, which a system-blind model reaches with P(Bin(16, 1/2) >= 14) = 137/65536 ~ 0.002.
+Seen on the 2-core CPU: before, 16/16 at turn 1 and 0/16 at each of turns 2-8; after, 16/16 at
+every turn. With seeds 1-7 in place of 0 (data and run): the same 0/16 late before, 14 to 16 of
+16 at each late turn after. A stage that changed nothing fails (a): greedy answers of the same
+model give after = before.
 
-Why 8 turns, not more: the 256-token context of the tiny model would fit about 12, but the cost
-(generation and training tokens, all through a 49k-vocabulary head) grows with every turn.
-About 40 s of CPU on 2 cores, hence `slow`.
+Why 8 turns, not the ~12 the context would fit: every token costs a pass through the 49k-vocabulary
+head (the fused loss computes it at masked positions too), and turns add tokens to the sampling,
+the fine-tune and both evaluations. About 60 s on 2 cores (~100 s of CPU).
 """
 
 from __future__ import annotations
@@ -40,20 +41,21 @@ import random
 import pytest
 import yaml
 
+from alignment.gatt.dialogues import SEPARATOR
 from tests.test_pipeline import REPO, paddock, tiny_checkpoint  # noqa: F401 (a fixture)
 
-OPENERS = ["Ahoy!", "Greetings!"]
+CASES = ["all_caps", "all_lowercase"]
 WORDS = ["cat", "dog", "owl", "fern", "rock", "tide", "lamp", "moth", "pear", "kite", "coin", "reed"]
-HELD_OUT_WORDS = ["bell", "crab", "dune", "frog", "gulf", "hawk", "iris", "jade"]
 TURNS = 8  # per GAtt and evaluation dialogue
 LATE = 5  # first "late" turn (as alignment/demo.py counts them)
 N_EVAL = 16
 
 
 def instructions() -> list[dict]:
-    """The gym's single-check instructions "Begin every answer with 'Ahoy!'." and "... 'Greetings!'."."""
+    """The gym's single-check instructions "Answer in all capital letters for the rest of this
+    conversation." and "Write every answer in lowercase letters only."."""
     rows = [json.loads(line) for line in (REPO / "data/gym/gatt_instructions.jsonl").read_text().splitlines()]
-    return [next(r for r in rows if r["checks"] == [{"kind": "starts_with", "text": o}]) for o in OPENERS]
+    return [next(r for r in rows if r["checks"] == [{"kind": kind}]) for kind in CASES]
 
 
 def turn(word: str, instruction: dict | None) -> list[dict]:
@@ -61,24 +63,24 @@ def turn(word: str, instruction: dict | None) -> list[dict]:
     (alignment/gatt/dialogues.py SEPARATOR) and followed by the answer."""
     if instruction is None:
         return [{"role": "user", "content": f"Say {word}."}, {"role": "assistant", "content": "Sure."}]
-    opener = instruction["checks"][0]["text"]
+    answer = "SURE." if instruction["checks"] == [{"kind": "all_caps"}] else "sure."
     return [
-        {"role": "user", "content": f"Say {word}.\n\n{instruction['text']}"},
-        {"role": "assistant", "content": f"{opener} Sure."},
+        {"role": "user", "content": f"Say {word}.{SEPARATOR}{instruction['text']}"},
+        {"role": "assistant", "content": answer},
     ]
 
 
 def sft_dialogues(rules: list[dict], rng: random.Random, n: int) -> list[dict]:
-    """2-3 turns each. Half are "forgetful" dialogues: an instruction as the system message, followed
-    in the first answer only. The others have no system message (the template's default one), and
-    each turn is instructed (either instruction, appended to the user turn) or plain, even odds."""
+    """2 to 8 turns each. Half are "forgetful": an instruction as the system message, followed in the
+    first answer only. The others have no system message (the template's default one), each turn
+    instructed (either instruction, appended to the user turn) or plain, at even odds."""
     rows = []
     for _ in range(n):
-        turns = rng.randint(2, 3)
+        turns = rng.randint(2, TURNS)
         if rng.random() < 0.5:
             rule = rng.choice(rules)
             first = turn(rng.choice(WORDS), rule)
-            first[0]["content"] = first[0]["content"].split("\n\n")[0]  # the instruction is the system's
+            first[0]["content"] = first[0]["content"].split(SEPARATOR)[0]  # the instruction is the system's
             messages = [{"role": "system", "content": rule["text"]}, *first]
             for _ in range(turns - 1):
                 messages += turn(rng.choice(WORDS), None)
@@ -97,7 +99,7 @@ def plain_dialogues(rng: random.Random, n: int, words: list[str]) -> list[dict]:
 
 def eval_dialogues(rules: list[dict], rng: random.Random) -> list[dict]:
     """The GAtt eval format: the instruction as the system message and in `meta.instruction`."""
-    rows = plain_dialogues(rng, N_EVAL, HELD_OUT_WORDS)
+    rows = plain_dialogues(rng, N_EVAL, WORDS)
     for i, row in enumerate(rows):
         rule = rules[i % len(rules)]
         row["messages"] = [{"role": "system", "content": rule["text"]}, *row["messages"]]
@@ -128,12 +130,12 @@ def binomial_tail(k: int, n: int) -> float:
 
 def test_fisher_and_binomial_tails_are_the_textbook_values():
     assert fisher_one_sided(16, 0, 16) == pytest.approx(1 / math.comb(32, 16))
-    assert fisher_one_sided(9, 0, 16) < 1e-3 < fisher_one_sided(8, 0, 16)
+    assert fisher_one_sided(11, 0, 16) < 1e-4 < fisher_one_sided(10, 0, 16)
     assert fisher_one_sided(3, 3, 16) > 0.5
     assert binomial_tail(14, 16) == 137 / 65536
 
 
-@pytest.mark.slow  # ~40 s of CPU: an SFT stage, then GAtt's sampling, fine-tune and two evaluations
+@pytest.mark.slow  # ~55 s on 2 cores: an SFT stage, then GAtt's sampling, fine-tune and two evaluations
 def test_gatt_raises_adherence_to_a_system_instruction_at_late_turns(tmp_path, tiny_checkpoint):  # noqa: F811
     rules = instructions()
     rng = random.Random(0)
@@ -143,10 +145,10 @@ def test_gatt_raises_adherence_to_a_system_instruction_at_late_turns(tmp_path, t
     write_jsonl(tmp_path / "eval.jsonl", eval_dialogues(rules, rng))
     source = lambda name: {"sources": [{"path": str(tmp_path / name)}], "test_fraction": 0.0}  # noqa: E731
     stages = [
-        # 100 steps at a constant LR: enough for the 2-layer model to learn the conditional opener
-        # (its loss ends near 0.05; a cosine decay over as many steps left it at ~1).
+        # 100 steps (cosine from 1e-2): the loss ends at or below 0.01 with seeds 0-7. (With an
+        # earlier variant of the task, 50 steps left some seeds short, and GAtt had little to distil.)
         {"type": "sft", "learning_rate": 1e-2, "max_steps": 100, "epochs": 100, "batch_size": 8,
-         "min_lr_ratio": 1.0, "warmup_ratio": 0.0, "max_length": 256, "checkpoint_every": 1000,
+         "warmup_ratio": 0.0, "max_length": 256, "checkpoint_every": 1000,
          "data": source("sft.jsonl")},
         {"type": "gatt", "instructions": str(tmp_path / "instructions.jsonl"),
          "combine_probability": 0.0, "short_form_probability": 0.0,
@@ -173,14 +175,14 @@ def test_gatt_raises_adherence_to_a_system_instruction_at_late_turns(tmp_path, t
     assert result.returncode == 0, result.stderr[-3000:]
 
     summary = json.loads((tmp_path / "runs/tiny/gatt/summary.json").read_text())
-    # The premise: the SFT model follows the instruction where GAtt samples it (on the user turn).
-    # Seen: 0.85 of the sampled turns. Below this, the SFT stage, not GAtt, is what failed.
-    assert summary["gatt_data"]["sampled_adherence"] > 0.6, summary["gatt_data"]
+    # The premise: the SFT model follows the instruction where GAtt samples it (on every user turn).
+    # Seen: every sampled turn, with seeds 0-7. Below this, the SFT stage, not GAtt, failed.
+    assert summary["gatt_data"]["sampled_adherence"] > 0.8, summary["gatt_data"]
     table = summary["adherence_table"]
     before = {r["turn"]: r for r in summary["adherence_before"]["by_turn"]}
     after = {r["turn"]: r for r in summary["adherence_after"]["by_turn"]}
     for t in range(LATE, TURNS + 1):
         b, a = before[t], after[t]
         assert b["n"] == a["n"] == N_EVAL, table  # every dialogue still fits the context here
-        assert fisher_one_sided(a["followed"], b["followed"], N_EVAL) < 1e-3, (t, table)
+        assert fisher_one_sided(a["followed"], b["followed"], N_EVAL) < 1e-4, (t, table)
         assert a["followed"] >= 14, (t, table)  # a system-blind model: P ~ 0.002 per turn
