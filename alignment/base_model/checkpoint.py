@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from alignment.base_model.families import SUPPORTED_MODEL_TYPES, unsupported_message
 from alignment.base_model.modeling import HEADS
 from alignment.errors import PaddockError
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".paddock-complete"
-SUPPORTED_MODEL_TYPES = ("llama",)
 HEAD_KEYS = {
     "causal_lm": ("lm_head.weight",),
     "reward": ("score.weight",),
@@ -59,13 +59,9 @@ def read_config(path: Path) -> dict:
         config = json.loads(config_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PaddockError(f"{config_file}: not valid JSON ({err})") from None
-    model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        arch = ", ".join(config.get("architectures") or []) or "unknown architecture"
-        raise PaddockError(
-            f"{config_file}: model_type {model_type!r} ({arch}) is not a Llama-family model; "
-            f"Paddock's base model supports {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    if config.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        message = unsupported_message(config.get("model_type"), config.get("architectures"))
+        raise PaddockError(f"{config_file}: {message}")
     return config
 
 
@@ -158,8 +154,8 @@ def load_checkpoint(
     trust_remote_code: bool = False,
     quantization_config=None,
 ):
-    """Load a local HF Llama-family checkpoint into Paddock's model with the requested head."""
-    from transformers import LlamaConfig
+    """Load a local HF checkpoint of a supported family into Paddock's model with the requested head."""
+    from transformers import AutoConfig
 
     if head not in HEADS:
         raise PaddockError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
@@ -167,7 +163,7 @@ def load_checkpoint(
     if not path.exists():
         raise PaddockError(f"{path}: no such checkpoint directory")
     raw = read_config(path)
-    config = LlamaConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)  # the family's own config class
     model_cls = HEADS[head]
     if "quantization_config" not in raw:
         check_weights_match(path, model_cls, config)
@@ -382,8 +378,9 @@ def save_checkpoint(model, path: str | Path, tokenizer=None) -> Path:
 
 
 def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
-    """Dequantise a Llama GGUF file through transformers and save it as an HF safetensors checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    """Dequantise a GGUF file of a supported family through transformers and save it as an HF
+    safetensors checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = Path(gguf_file)
     if not gguf_file.is_file():
@@ -397,12 +394,12 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
             gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
         )
         if model.config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise PaddockError(f"{gguf_file}: architecture {model.config.model_type!r} is not Llama-family")
+            raise PaddockError(f"{gguf_file}: {unsupported_message(model.config.model_type)}")
         # The weights are dequantised now, but transformers refuses to save a model it loaded from
         # GGUF; re-home them in Paddock's class with the GGUF quantization_config dropped.
         settings = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
         settings["_name_or_path"] = str(final)
-        ours = HEADS["causal_lm"](LlamaConfig.from_dict(settings))
+        ours = HEADS["causal_lm"](type(model.config).from_dict(settings))
         ours.load_state_dict(model.state_dict(), strict=True)
         ours.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -2,10 +2,11 @@
 
 Paddock's own model: RMSNorm, rotary embeddings (default, linear and llama3 scaling), SwiGLU MLP,
 grouped-query attention through `scaled_dot_product_attention`, and three heads (causal LM, scalar
-reward, per-token value). Classes are transformers `PreTrainedModel`s configured by `LlamaConfig`
-and use transformers' Llama weight names, so a checkpoint saved here loads in
-`transformers.AutoModelForCausalLM` / `LlamaForSequenceClassification` and the reverse, and TRL,
-PEFT, bitsandbytes and accelerate treat these models like any HF Llama.
+reward, per-token value). The same code runs the Llama-like families in families.py (Mistral's
+sliding window, Qwen2's q/k/v biases, Qwen3's query/key norms), each configured by its own
+transformers config and using transformers' weight names, so a checkpoint saved here loads in
+`transformers.AutoModelForCausalLM` / `<Family>ForSequenceClassification` and the reverse, and TRL,
+PEFT, bitsandbytes and accelerate treat these models like transformers' own.
 
 Shape letters in comments: B batch, T new tokens, S keys (cached + new), H query heads,
 K key/value heads, D head dim, C hidden size, V vocabulary.
@@ -40,7 +41,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
-from alignment.base_model import kernels
+from alignment.base_model import families, kernels
 from alignment.base_model.kv_cache import KVCache
 from alignment.base_model.packing import Packing, as_packing
 
@@ -115,7 +116,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         if config.hidden_act != "silu":
             raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; Llama uses 'silu'")
-        bias = config.mlp_bias
+        bias = getattr(config, "mlp_bias", False)
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
@@ -130,25 +131,32 @@ class Attention(nn.Module):
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
+        self.window = families.layer_windows(config)[layer_idx]
         self.n_heads = config.num_attention_heads
         self.n_kv_heads = config.num_key_value_heads
         if self.n_heads % self.n_kv_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
+        qkv_bias, o_bias = families.projection_biases(config)
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=o_bias)
+        if families.family_of(config).qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, kv_cache: KVCache | None = None, cache_start: int = 0):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, D]
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):  # Qwen3: each head normalised before the rotation
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, D], [B, K, T, D]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = kernels.apply_rope(q, cos, sin), kernels.apply_rope(k, cos, sin)
         if isinstance(mask, Packing):
-            return self.o_proj(mask.attention(q, k, v))
+            return self.o_proj(mask.attention(q, k, v, self.window))
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, cache_start)  # [B, K, S, D]
         if mask is None:
@@ -207,14 +215,19 @@ class DecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, kv_cache=None, cache_start=0):
+        if isinstance(mask, dict):  # one mask per attention window (sliding-window families)
+            mask = mask[self.self_attn.window]
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, cache_start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def attention_mask_4d(padding_mask: torch.Tensor | None, B: int, T: int, start: int, S: int, device):
+def attention_mask_4d(
+    padding_mask: torch.Tensor | None, B: int, T: int, start: int, S: int, device, window: int | None = None
+):
     """Boolean [B, 1, T, S] mask for queries at absolute positions start..start+T-1 over S keys:
-    a query sees keys at or before itself that are not padding. Keys past the last written one
-    (an unfilled KV cache) are excluded by causality.
+    a query sees keys at or before itself that are not padding, and with a sliding `window` only
+    the keys fewer than `window` positions back. Keys past the last written one (an unfilled KV
+    cache) are excluded by causality.
 
     Each query always sees itself, so a padding query never has an empty row (SDPA would return NaN);
     its output is meaningless and ignored downstream.
@@ -222,6 +235,8 @@ def attention_mask_4d(padding_mask: torch.Tensor | None, B: int, T: int, start: 
     query_index = torch.arange(start, start + T, device=device)[:, None]  # [T, 1]
     key_index = torch.arange(S, device=device)[None, :]  # [1, S]
     causal = key_index <= query_index  # [T, S]
+    if window is not None:
+        causal = causal & (key_index > query_index - window)
     if padding_mask is None:
         return causal[None, None].expand(B, 1, T, S)
     padding_mask = padding_mask[:, :S].bool()
@@ -273,10 +288,19 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
+        self.windows = sorted({w for w in families.layer_windows(config) if w is not None})
         self.post_init()
 
     def get_input_embeddings(self):
         return self.embed_tokens
+
+    def _masks(self, full, keys: int, windowed):
+        """What each layer reads as its mask: `full` when no layer slides, else {window: mask}
+        (None for the full-attention layers). A window at least as long as the keys hides nothing,
+        so short inputs keep the full mask (and unpadded training keeps SDPA's causal path)."""
+        if not self.windows:
+            return full
+        return {None: full} | {w: full if keys <= w else windowed(w) for w in self.windows}
 
     def forward(
         self,
@@ -306,6 +330,8 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
             position_ids = attention_mask.sum(-1, keepdim=True) - 1  # [B, 1]
             cos, sin = self.rotary_emb(position_ids, x.dtype)
             mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, max_len]
+            slots = torch.arange(mask.shape[-1], device=x.device)
+            mask = self._masks(mask, mask.shape[-1], lambda w: mask & (slots > cache_start - w))
             for layer in self.layers:
                 x = layer(x, cos, sin, mask, kv_cache, cache_start)
             return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
@@ -323,6 +349,9 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
         mask = None
         if attention_mask is not None or kv_cache is not None:
             mask = attention_mask_4d(attention_mask, B, T, cache_start, keys, x.device)
+        mask = self._masks(
+            mask, keys, lambda w: attention_mask_4d(attention_mask, B, T, cache_start, keys, x.device, w)
+        )
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache, cache_start)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
@@ -375,7 +404,7 @@ class PaddockLlamaForCausalLM(PaddockPreTrainedModel, GenerationMixin):
         self.model = PaddockLlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.fused_loss = True
-        self._save_as("LlamaForCausalLM")
+        self._save_as(families.architecture(config, "causal_lm"))
         self.post_init()
 
     def forward(
@@ -420,13 +449,14 @@ def last_token_index(attention_mask, input_ids, pad_token_id, B: int, T: int, de
 
 class PaddockLlamaForReward(PaddockPreTrainedModel):
     """Scalar reward r(x, y) read at the last real token; `logits` [B, 1] like a 1-label
-    sequence classifier, so the checkpoint is a transformers `LlamaForSequenceClassification`."""
+    sequence classifier, so the checkpoint is a transformers `LlamaForSequenceClassification`
+    (or its family's)."""
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = PaddockLlamaModel(config)
         self.score = nn.Linear(config.hidden_size, 1, bias=False)
-        self._save_as("LlamaForSequenceClassification", num_labels=1)
+        self._save_as(families.architecture(config, "reward"), num_labels=1)
         self.post_init()
 
     def forward(
@@ -458,7 +488,8 @@ class ValueOutput(ModelOutput):
 
 
 class PaddockLlamaForValue(PaddockPreTrainedModel):
-    """Per-token value V(s_t) for the PPO critic, saved as a 1-label `LlamaForTokenClassification`.
+    """Per-token value V(s_t) for the PPO critic, saved as a 1-label `LlamaForTokenClassification`
+    (or its family's).
     Uses the reward head's `score` weight name, so a critic initialises directly from a reward
     model (its bias, absent there, starts at zero)."""
 
@@ -466,7 +497,7 @@ class PaddockLlamaForValue(PaddockPreTrainedModel):
         super().__init__(config)
         self.model = PaddockLlamaModel(config)
         self.score = nn.Linear(config.hidden_size, 1, bias=True)
-        self._save_as("LlamaForTokenClassification", num_labels=1)
+        self._save_as(families.architecture(config, "value"), num_labels=1)
         self.post_init()
 
     def forward(

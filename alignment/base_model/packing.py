@@ -84,22 +84,27 @@ class Packing:
         self.groups = [_Group(g, lengths, starts, device) for g in length_groups(lengths.tolist())]
         self._masks: dict = {}
 
-    def causal_mask(self, width: int, group: int, dtype, device) -> torch.Tensor:
+    def causal_mask(self, width: int, group: int, dtype, device, window: int | None = None) -> torch.Tensor:
         """Additive [1, group * width, width] mask: 0 on and below the diagonal, -inf above, for
         `group` query heads stacked along the query axis. Right padding comes after every real
-        token of its row, so causality alone keeps real queries off it."""
-        key = (width, group, dtype, device)
+        token of its row, so causality alone keeps real queries off it. A sliding `window` also
+        hides the keys `window` or more positions back."""
+        window = window if window is not None and window < width else None
+        key = (width, group, dtype, device, window)
         if key not in self._masks:
             future = torch.ones(width, width, dtype=torch.bool, device=device).triu_(1)
+            if window is not None:
+                future |= torch.ones(width, width, dtype=torch.bool, device=device).tril_(-window)
             mask = torch.zeros(width, width, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
             self._masks[key] = mask.repeat(group, 1)[None]
         return self._masks[key]
 
-    def attention(self, q, k, v) -> torch.Tensor:
-        """q [1, H, N, D], k/v [1, K, N, D] (any head-grouping) -> [1, N, H*D]."""
+    def attention(self, q, k, v, window: int | None = None) -> torch.Tensor:
+        """q [1, H, N, D], k/v [1, K, N, D] (any head-grouping) -> [1, N, H*D]; `window` for a
+        sliding-window layer."""
         _, H, N, D = q.shape
         q, k, v = (t[0].transpose(0, 1) for t in (q, k, v))  # [N, heads, D]
-        return _PackedCausalAttention.apply(q, k, v, self).reshape(1, N, H * D)
+        return _PackedCausalAttention.apply(q, k, v, self, window).reshape(1, N, H * D)
 
 
 def as_packing(sequence_lengths, device) -> Packing:
@@ -108,12 +113,12 @@ def as_packing(sequence_lengths, device) -> Packing:
     return Packing(sequence_lengths, device)
 
 
-def _probabilities(q, k, packing: Packing, scale: float) -> torch.Tensor:
+def _probabilities(q, k, packing: Packing, scale: float, window: int | None) -> torch.Tensor:
     """Causal softmax probabilities [B*K, G*W, W] (softmax accumulates in fp32 whatever the
     dtype). q [B, H, W, D], the G = H/K query heads of each K/V head adjacent; k [B, K, W, D]."""
     B, K, W, D = k.shape
     G = q.shape[1] // K
-    mask = packing.causal_mask(W, G, q.dtype, q.device)
+    mask = packing.causal_mask(W, G, q.dtype, q.device, window)
     scores = torch.baddbmm(mask, q.view(B * K, G * W, D), k.view(B * K, W, D).transpose(1, 2), alpha=scale)
     return torch.softmax(scores, -1)
 
@@ -132,7 +137,7 @@ class _PackedCausalAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, packing: Packing):
+    def forward(ctx, q, k, v, packing: Packing, window: int | None):
         k, v = k.to(q.dtype), v.to(q.dtype)
         scale = q.shape[-1] ** -0.5
         out = torch.empty_like(q)
@@ -140,10 +145,10 @@ class _PackedCausalAttention(torch.autograd.Function):
             for group in packing.groups:
                 v_padded = group.pad(v)
                 B, K, W, D = v_padded.shape
-                p = _probabilities(group.pad(q), group.pad(k), packing, scale)
+                p = _probabilities(group.pad(q), group.pad(k), packing, scale, window)
                 group.unpad_into(out, torch.bmm(p, v_padded.view(B * K, W, D)).view(B, -1, W, D))
         ctx.save_for_backward(q, k, v)
-        ctx.packing, ctx.scale = packing, scale
+        ctx.packing, ctx.scale, ctx.window = packing, scale, window
         return out
 
     @staticmethod
@@ -156,7 +161,7 @@ class _PackedCausalAttention(torch.autograd.Function):
             for group in packing.groups:
                 q_padded, k_padded, v_padded = group.pad(q), group.pad(k), group.pad(v)
                 B, K, W, D = k_padded.shape
-                p = _probabilities(q_padded, k_padded, packing, scale)  # [B*K, G*W, W]
+                p = _probabilities(q_padded, k_padded, packing, scale, ctx.window)  # [B*K, G*W, W]
                 g = group.pad(grad_out).view(B * K, -1, D)  # [B*K, G*W, D]
                 k_padded, v_padded = k_padded.view(B * K, W, D), v_padded.view(B * K, W, D)
                 group.unpad_into(grad_v, torch.bmm(p.transpose(1, 2), g).view(B, K, W, D))
@@ -166,4 +171,4 @@ class _PackedCausalAttention(torch.autograd.Function):
                 group.unpad_into(grad_q, grad)
                 grad = torch.bmm(grad_s.transpose(1, 2), q_padded.view(B * K, -1, D)).mul_(scale)
                 group.unpad_into(grad_k, grad.view(B, K, W, D))
-        return grad_q, grad_k, grad_v, None
+        return grad_q, grad_k, grad_v, None, None

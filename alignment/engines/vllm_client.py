@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from alignment.base_model.families import architecture
 from alignment.base_model.generation import GenerationOutput, SamplingConfig, left_pad
 from alignment.errors import PaddockError
 
@@ -116,10 +117,10 @@ def write_weights(model, directory: Path, dtype: torch.dtype) -> None:
 
 
 def snapshot(model, tokenizer, directory: Path, dtype: torch.dtype) -> None:
-    """An HF directory vLLM can start from: config (as a standard Llama), tokenizer, weights."""
+    """An HF directory vLLM can start from: config (naming transformers' class), tokenizer, weights."""
     inner = model.get_base_model() if hasattr(model, "peft_config") else model
     config = inner.config.to_dict()
-    config["architectures"] = ["LlamaForCausalLM"]  # Paddock's class name means nothing to vLLM
+    config["architectures"] = [architecture(inner.config, "causal_lm")]  # the class vLLM runs
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     tokenizer.save_pretrained(directory)
     write_weights(model, directory, dtype)
