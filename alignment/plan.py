@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignment.base_model.default_models import DEFAULT_MODELS
+from alignment.base_model.families import read_config
 from alignment.data.sources import DataError, check_source, data_path
 from alignment.errors import PaddockError
 from alignment.fingerprints import (
@@ -112,6 +114,7 @@ def make_plan(recipe, run_dir: Path, only=None, rerun=()) -> list[StagePlan]:
     names = [s.name for s in recipe.stages]
     check_names(list(only or []), names, "--stage")
     check_names(list(rerun), names, "--rerun")
+    check_base_model(recipe.model.name_or_path)
     engines, engine_errors = engines_of(recipe)
     prints = recipe_fingerprints(recipe, engines)
     plans = [
@@ -128,6 +131,20 @@ def make_plan(recipe, run_dir: Path, only=None, rerun=()) -> list[StagePlan]:
                 raise engine_errors[plan.name]
             check_stage_inputs(recipe, index, plan, run_dir, plans)
     return plans
+
+
+def check_base_model(name_or_path: str) -> None:
+    """A named default model, or a checkpoint directory of a family Paddock runs."""
+    if name_or_path in DEFAULT_MODELS:
+        return
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        known = ", ".join(DEFAULT_MODELS)
+        raise PaddockError(
+            f"model.name_or_path: {name_or_path}: no such checkpoint directory, "
+            f"and not a known model name ({known})"
+        )
+    read_config(path)
 
 
 def check_recipe_data(recipe) -> list[StagePlan]:

@@ -26,6 +26,17 @@ VLLM_PYTHON = os.environ.get("PADDOCK_TESTS_VLLM_PYTHON") or None
 
 def tiny_config(**overrides) -> LlamaConfig:
     """A 2-layer, hidden-64 Llama; GQA (4 query / 2 KV heads) and untied embeddings by default."""
+    return LlamaConfig(**tiny_settings(overrides))
+
+
+def family_config(model_type: str, **overrides):
+    """tiny_config's model in another supported family's own transformers config class."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **tiny_settings(overrides))
+
+
+def tiny_settings(overrides: dict) -> dict:
     settings = dict(
         vocab_size=TINY_VOCAB,
         hidden_size=64,
@@ -42,7 +53,7 @@ def tiny_config(**overrides) -> LlamaConfig:
         initializer_range=0.1,  # larger than the default so random logits are not all near zero
     )
     settings.update(overrides)
-    return LlamaConfig(**settings)
+    return settings
 
 
 def discard_once_passed(request: pytest.FixtureRequest, path: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from alignment.base_model.families import SUPPORTED_MODEL_TYPES, unsupported_message
+from alignment.base_model.families import SUPPORTED_MODEL_TYPES, read_config, unsupported_message
 from alignment.base_model.modeling import HEADS
 from alignment.errors import PaddockError
 
@@ -49,20 +49,6 @@ def resolve_dtype(dtype) -> torch.dtype:
     if dtype not in DTYPES:
         raise PaddockError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
     return DTYPES[dtype]
-
-
-def read_config(path: Path) -> dict:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise PaddockError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PaddockError(f"{config_file}: not valid JSON ({err})") from None
-    if config.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        message = unsupported_message(config.get("model_type"), config.get("architectures"))
-        raise PaddockError(f"{config_file}: {message}")
-    return config
 
 
 def safetensors_header(file: Path) -> dict:

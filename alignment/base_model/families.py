@@ -6,7 +6,8 @@ and key heads, or a sliding attention window. A checkpoint keeps its family's ow
 config class (`model_type` in config.json), so a Paddock save of a Qwen2 model is a Qwen2
 checkpoint to transformers and vLLM alike.
 
-Any other `model_type` is refused before any weight is read (checkpoint.read_config): Paddock's
+Any other `model_type` is refused before any compute (`read_config`, from `paddock run`'s plan and
+from every load): Paddock's
 stages rely on its own forward (packed reward-model batches, the preallocated KV cache of the
 generation engine, the reward and value heads), which transformers' other classes do not have.
 
@@ -15,7 +16,9 @@ No torch here: recipe validation imports this module.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from alignment.errors import PaddockError
 
@@ -95,3 +98,18 @@ def layer_windows(config) -> list[int | None]:
     if unknown:
         raise PaddockError(f"layer_types {unknown} not supported: only full_attention, sliding_attention")
     return [window if kind == "sliding_attention" else None for kind in types]
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a checkpoint directory, refused unless it is a supported family."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise PaddockError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PaddockError(f"{config_file}: not valid JSON ({err})") from None
+    if config.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        message = unsupported_message(config.get("model_type"), config.get("architectures"))
+        raise PaddockError(f"{config_file}: {message}")
+    return config

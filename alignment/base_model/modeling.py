@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -273,10 +274,20 @@ class PaddockPreTrainedModel(PreTrainedModel):
         return self.model.embed_tokens  # every head wraps the decoder as `self.model`
 
     def _save_as(self, architecture: str, **config_updates) -> None:
-        # Record transformers' class name so plain `AutoModel*` users and other tools know the head.
+        # Record transformers' class name so plain `AutoModel*` users, vLLM and other tools know
+        # the family and the head.
+        self._architecture = architecture
         self.config.architectures = [architecture]
         for key, value in config_updates.items():
             setattr(self.config, key, value)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes the saving class's own name into config.json; "PaddockLlamaFor..."
+        # means nothing to vLLM or to anyone without Paddock, so the family's name replaces it.
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if hasattr(self, "_architecture") and (Path(save_directory) / "config.json").is_file():
+            self.config.architectures = [self._architecture]
+            self.config.save_pretrained(save_directory)
 
 
 class PaddockLlamaModel(PaddockPreTrainedModel):
