@@ -97,7 +97,7 @@ def _seed():
 
 @runs_here
 @pytest.mark.parametrize("device,dtype", CASES)
-@pytest.mark.parametrize("shape", [(2, 7, 576), (33, 64)])
+@pytest.mark.parametrize("shape", [(2, 7, 576), (33, 64), (2, 5, 4, 24)])  # last: Qwen3's q/k heads
 def test_rms_norm(shape, device, dtype):
     x, w = (
         _randn(*shape, device=device, dtype=dtype, scale=3.0),
@@ -215,3 +215,28 @@ def test_fused_linear_logprobs_without_entropy(device, dtype):
         return K.fused_linear_logprobs(h, w, tokens, with_entropy=False, vocab_chunk_size=100)
 
     _check(fn, [hidden, weight], [True, True], dtype)
+
+
+@runs_here
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_every_family_trains_alike_on_triton_and_reference_kernels(family, device, dtype):
+    """A padded batch longer than the sliding window through each family's tiny model (q/k norms,
+    biases and windows included): the loss and every parameter's gradient agree."""
+    from alignment.base_model.modeling import PaddockLlamaForCausalLM
+    from tests.test_model_families import family_config, padded_batch
+
+    torch.manual_seed(0)
+    model = PaddockLlamaForCausalLM(family_config(family)).to(device=device, dtype=dtype)
+    ids, mask = (t.to(device) for t in padded_batch())
+    labels = ids.masked_fill(mask == 0, -100)
+    results = []
+    for mode in ("reference", "triton"):
+        model.zero_grad()
+        with K.use_kernels(mode):
+            loss = model(ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    names = ["loss"] + [name for name, _ in model.named_parameters()]
+    for name, want, got in zip(names, *results, strict=True):
+        torch.testing.assert_close(got.float(), want.float(), **TOL[dtype], msg=lambda m, n=name: f"{n}: {m}")
