@@ -21,7 +21,7 @@ from alignment.base_model.generation import SamplingConfig, generate_from_tokens
 from alignment.base_model.modeling import PaddockLlamaForCausalLM, PaddockLlamaForValue
 from alignment.engines.vllm_client import VLLMEngine
 from alignment.recipes.schema import VLLMConfig
-from tests.conftest import VLLM_PYTHON, tiny_config
+from tests.conftest import VLLM_PYTHON, family_config, tiny_config
 
 pytestmark = [
     pytest.mark.vllm,
@@ -333,3 +333,18 @@ def test_the_pipeline_samples_with_vllm_in_every_stage_that_samples(vllm_run):
     assert engines["rejection_sampling"]["weight_syncs_this_run"] >= 1
     ppo = json.loads((vllm_run / "ppo/summary.json").read_text())
     assert ppo["evals"], ppo.keys()
+
+
+@pytest.mark.parametrize(
+    "family,settings",
+    [("mistral", {"sliding_window": 6}), ("qwen2", {}), ("qwen3", {"head_dim": 64})],
+)
+def test_each_family_runs_in_vllm_as_its_own_architecture(family, settings, smollm2_tokenizer):
+    """vLLM starts each family from the snapshot's config (its own class: Qwen2ForCausalLM, ...)
+    and answers as Paddock does: Mistral's window shorter than prompt + answer, Qwen2's q/k/v
+    biases, Qwen3's q/k norms with a head_dim apart from hidden / heads."""
+    torch.manual_seed(0)
+    model = PaddockLlamaForCausalLM(family_config(family, hidden_size=128, intermediate_size=256, **settings))
+    prompts = prompt_batch(4, seed=2)
+    with VLLMEngine(model.eval(), smollm2_tokenizer, FP32, "cpu") as engine:
+        assert_same_answers(greedy_paddock(model, prompts), engine.generate_tokens(prompts, GREEDY))
