@@ -24,7 +24,10 @@ def cmd_models_list(args) -> None:
             else ("not prepared yet (`paddock models prepare " + name + "`)")
         )
         print(f"{name}\t{spec.description}\t{state}")
-    print("Any local Hugging Face Llama-family checkpoint directory also works as a model path.")
+    print(
+        "Any local Hugging Face checkpoint of a supported family (llama, mistral, qwen2, qwen3) "
+        "also works as a model path."
+    )
 
 
 def cmd_models_prepare(args) -> None:

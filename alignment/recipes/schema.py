@@ -82,7 +82,8 @@ class ModelConfig:
     """The base model every stage starts from unless it says otherwise."""
 
     name_or_path: str = setting(
-        "A named default model (`paddock models list`) or a local Hugging Face Llama-family checkpoint.",
+        "A named default model (`paddock models list`) or a local Hugging Face checkpoint of a supported "
+        "family: llama, mistral, qwen2, qwen3 (docs/models.md).",
         default="smollm2-135m",
     )
     precision: Literal["fp32", "bf16-autocast", "bf16"] = setting(
