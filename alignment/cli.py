@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = models.add_parser("prepare", help="convert a named model to an HF checkpoint; print its path")
     prepare.add_argument("name", nargs="?", default="smollm2-135m")
     prepare.set_defaults(func=cmd_models_prepare)
-    gguf = models.add_parser("import-gguf", help="dequantise a Llama GGUF file into an HF checkpoint")
+    gguf = models.add_parser(
+        "import-gguf", help="dequantise a GGUF file (llama, qwen2, qwen3) into an HF checkpoint"
+    )
     gguf.add_argument("gguf_file")
     gguf.add_argument("output")
     gguf.set_defaults(func=cmd_models_import_gguf)

@@ -63,6 +63,7 @@ def toy_run(tmp_path, monkeypatch):
     ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "base").mkdir()  # c's init_from must exist; the toy stage never loads it
+    (tmp_path / "base/config.json").write_text('{"model_type": "llama"}')  # what the plan checks
     data = {"sources": [{"path": "d.jsonl"}], "test_fraction": 0.0}
     recipe = {
         "run_name": "toy",

@@ -62,6 +62,8 @@ def test_a_registered_toy_stage_runs_through_paddock_run(count_stage, tmp_path, 
         for text in ["the cat", "a dog", "the end", "zebra"] * 5
     ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "base").mkdir()  # the toy stage never loads the model; the plan reads its config
+    (tmp_path / "base/config.json").write_text('{"model_type": "llama"}')
     recipe = {
         "run_name": "toy",
         "output_dir": str(tmp_path / "runs"),

@@ -5,7 +5,7 @@ The names below are imported on first use: the modules behind them pull in torch
 validation) are imported through it."""
 
 _WHERE = {
-    "convert_gguf": "alignment.base_model.checkpoint",
+    "convert_gguf": "alignment.base_model.gguf_import",
     "save_checkpoint": "alignment.base_model.checkpoint",
     "load_model": "alignment.base_model.loading",
     "load_tokenizer": "alignment.base_model.loading",

@@ -1,5 +1,5 @@
-"""Checkpoint I/O: validate and load HF Llama checkpoints (single or sharded safetensors), save in
-the HF layout atomically, and import GGUF files.
+"""Checkpoint I/O: validate and load HF checkpoints (single or sharded safetensors) and save in the
+HF layout atomically. GGUF import is in gguf_import.py.
 
 Checks run before any weight is read, so a bad checkpoint fails in a second with a message naming
 the file and the fix instead of a transformers traceback or, worse, a silently random-initialised
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from alignment.base_model.families import SUPPORTED_MODEL_TYPES, read_config, unsupported_message
+from alignment.base_model.families import read_config
 from alignment.base_model.modeling import HEADS
 from alignment.errors import PaddockError
 
@@ -359,36 +359,5 @@ def save_checkpoint(model, path: str | Path, tokenizer=None) -> Path:
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         return replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
-    """Dequantise a GGUF file of a supported family through transformers and save it as an HF
-    safetensors checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_file = Path(gguf_file)
-    if not gguf_file.is_file():
-        raise PaddockError(f"{gguf_file}: no such GGUF file")
-    final = Path(out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
-        )
-        if model.config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise PaddockError(f"{gguf_file}: {unsupported_message(model.config.model_type)}")
-        # The weights are dequantised now, but transformers refuses to save a model it loaded from
-        # GGUF; re-home them in Paddock's class with the GGUF quantization_config dropped.
-        settings = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
-        settings["_name_or_path"] = str(final)
-        ours = HEADS["causal_lm"](type(model.config).from_dict(settings))
-        ours.load_state_dict(model.state_dict(), strict=True)
-        ours.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        return publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -71,6 +71,6 @@ def prepare(name: str = DEFAULT_MODEL_NAME) -> Path:
         )
     if is_prepared(name):
         return cached_path(name)
-    from alignment.base_model.checkpoint import convert_gguf
+    from alignment.base_model.gguf_import import convert_gguf
 
     return convert_gguf(gguf_source(DEFAULT_MODELS[name]), cached_path(name))

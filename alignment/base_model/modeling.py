@@ -285,7 +285,8 @@ class PaddockPreTrainedModel(PreTrainedModel):
         # transformers writes the saving class's own name into config.json; "PaddockLlamaFor..."
         # means nothing to vLLM or to anyone without Paddock, so the family's name replaces it.
         super().save_pretrained(save_directory, *args, **kwargs)
-        if hasattr(self, "_architecture") and (Path(save_directory) / "config.json").is_file():
+        written = kwargs.get("is_main_process", True) and (Path(save_directory) / "config.json").is_file()
+        if hasattr(self, "_architecture") and written:
             self.config.architectures = [self._architecture]
             self.config.save_pretrained(save_directory)
 
