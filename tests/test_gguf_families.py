@@ -25,7 +25,7 @@ from alignment import load_model
 from alignment.base_model import gguf_import
 from alignment.base_model.default_models import DEFAULT_MODELS, gguf_source
 from alignment.base_model.gguf_import import ROPE_FREQS_TOL, _rope_from_freq_divisors, convert_gguf
-from alignment.base_model.modeling import _llama3_scaled
+from alignment.base_model.modeling import llama3_scaled
 from alignment.errors import PaddockError
 from tests.conftest import family_config as tiny_family_config
 
@@ -240,7 +240,7 @@ def unscaled_frequencies(theta: float, head_dim: int) -> torch.Tensor:
 def stored_divisors(inv_freq: torch.Tensor, rope: dict) -> torch.Tensor:
     """What llama.cpp stores as `rope_freqs.weight` for llama3 scaling `rope`: per pair, the default
     frequency over the scaled one, in float32 (returned as float64, as convert_gguf reads it)."""
-    return (inv_freq / _llama3_scaled(inv_freq, rope)).float().double()
+    return (inv_freq / llama3_scaled(inv_freq, rope)).float().double()
 
 
 def ramp_pairs(divisors: torch.Tensor, factor: float) -> int:
@@ -249,7 +249,7 @@ def ramp_pairs(divisors: torch.Tensor, factor: float) -> int:
 
 def frequency_error(rope: dict, inv_freq: torch.Tensor, divisors: torch.Tensor) -> float:
     """How far `rope`'s frequencies are from inv_freq / divisors, as a fraction of inv_freq."""
-    got = _llama3_scaled(inv_freq, rope) if rope["rope_type"] == "llama3" else inv_freq / rope["factor"]
+    got = llama3_scaled(inv_freq, rope) if rope["rope_type"] == "llama3" else inv_freq / rope["factor"]
     return ((got.double() - inv_freq.double() / divisors).abs() / inv_freq.double()).max().item()
 
 

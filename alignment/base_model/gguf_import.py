@@ -20,7 +20,7 @@ import torch
 
 from alignment.base_model.checkpoint import publish_dir
 from alignment.base_model.families import SUPPORTED_MODEL_TYPES, unsupported_message
-from alignment.base_model.modeling import HEADS, _llama3_scaled, rope_inverse_frequencies
+from alignment.base_model.modeling import HEADS, llama3_scaled, rope_inverse_frequencies
 from alignment.errors import PaddockError
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def _rope_from_freq_divisors(inv_freq: torch.Tensor, divisors: torch.Tensor) -> 
     # merely within the tolerance: rounding a/b to an integer tilts the ramp a little.
     for candidate, within in ((simple, tol / 4), (exact, tol)):
         params = {"rope_type": "llama3", **candidate, "original_max_position_embeddings": old}
-        errors.append(_rope_freqs_error(_llama3_scaled(inv_freq, params), inv_freq, f))
+        errors.append(_rope_freqs_error(llama3_scaled(inv_freq, params), inv_freq, f))
         if errors[-1] <= within:
             return params
     raise ValueError(

@@ -78,11 +78,11 @@ def rope_inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
         # Stretching positions by `factor` is the same as slowing every frequency by it.
         return inv_freq / params["factor"]
     if rope_type == "llama3":
-        return _llama3_scaled(inv_freq, params)
+        return llama3_scaled(inv_freq, params)
     return inv_freq
 
 
-def _llama3_scaled(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
+def llama3_scaled(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
     """Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
     factor = params["factor"]
     low_freq_factor = params["low_freq_factor"]
