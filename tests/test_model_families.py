@@ -312,3 +312,92 @@ def test_a_recipe_on_another_model_type_stops_at_the_plan_writing_nothing(tmp_pa
     with pytest.raises(PaddockError, match="supported: llama, mistral, qwen2, qwen3"):
         run_recipe(tmp_path / "recipe.yaml")
     assert not (tmp_path / "runs").exists()
+
+
+PUBLISHED = {  # name: (config.json settings that set the shapes, the published parameter count)
+    "Llama-3.2-1B": (
+        dict(
+            model_type="llama",
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=64,
+            vocab_size=128256,
+            tie_word_embeddings=True,
+            rope_parameters={
+                "rope_type": "llama3",
+                "factor": 32.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+                "rope_theta": 500000.0,
+            },
+        ),
+        1_235_814_400,
+    ),
+    "Mistral-7B-v0.1": (
+        dict(
+            model_type="mistral",
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=32000,
+            sliding_window=4096,
+        ),
+        7_241_732_096,
+    ),
+    "Qwen2.5-0.5B": (
+        dict(
+            model_type="qwen2",
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        494_032_768,
+    ),
+    "Qwen3-0.6B": (
+        dict(
+            model_type="qwen3",
+            hidden_size=1024,
+            intermediate_size=3072,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        596_049_920,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_published_shapes_build_transformers_weights_and_parameter_count(name):
+    """A published model's shapes (built on the meta device: no memory, no weights) give the
+    tensors transformers' class has, name for name and shape for shape, and the parameter count
+    the model card gives; Llama 3.2's rope frequencies equal transformers'."""
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from alignment.base_model.modeling import rope_inverse_frequencies
+
+    settings, count = PUBLISHED[name]
+    config = AutoConfig.for_model(**settings)
+    with torch.device("meta"):
+        ours = PaddockLlamaForCausalLM(config)
+        reference = AutoModelForCausalLM.from_config(config)
+    shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(reference)
+    assert sum(p.numel() for p in ours.parameters()) == count
+    if config.rope_parameters["rope_type"] == "llama3":
+        expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+        torch.testing.assert_close(rope_inverse_frequencies(config), expected)
