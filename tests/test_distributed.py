@@ -31,7 +31,10 @@ from tests.test_pipeline import REPO, metrics, tiny_checkpoint  # noqa: F401  (f
 pytestmark = pytest.mark.distributed
 
 LOSS_RTOL = 1e-4  # float32 sums in another order; a wrong split or scale is off by >= 1e-2
-WEIGHT_ATOL = 1e-4  # Adam divides by sqrt(v): near-zero gradients amplify rounding; a real step is ~1e-3
+# Adam divides by sqrt(v): near-zero gradients amplify rounding. Seen on the 2-core CPU: an FSDP run
+# killed and resumed differs from the one-process run by up to 1.35e-4 in 2 of 3.1M weights (a rare
+# token's embedding row); a wrong resume or split moves weights by about a step, ~1e-3 or more.
+WEIGHT_ATOL = 3e-4
 
 
 def recipe(tmp_path: Path, model: Path, name: str) -> Path:
