@@ -67,6 +67,7 @@ from torch import nn
 import alignment.rl.ppo as ppo_module
 from alignment import load_model, load_tokenizer
 from alignment.base_model.default_models import prepare
+from alignment.base_model.families import LORA_TARGETS
 from alignment.base_model.generation import SamplingConfig, left_pad
 from alignment.data.chat_format import encode_prompt
 from alignment.rl.functional import (
@@ -104,7 +105,6 @@ from common import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "data" / "gym" / "rl_prompts_train.jsonl"
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PHASES = ("generation", "scoring", "update")
 PHASE_NAMES = {
     "generation": "generation",

@@ -25,11 +25,10 @@ from transformers import (
 )
 
 from alignment import load_model, save_checkpoint
-from alignment.base_model.families import FAMILIES, architecture, layer_windows
+from alignment.base_model.families import FAMILIES, LORA_TARGETS, architecture, layer_windows
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
 from alignment.base_model.modeling import PaddockLlamaForCausalLM, PaddockLlamaForReward, PaddockLlamaForValue
 from alignment.errors import PaddockError
-from alignment.recipes.schema import LORA_TARGETS
 from tests.conftest import TINY_VOCAB
 from tests.conftest import family_config as tiny_family_config
 

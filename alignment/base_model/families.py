@@ -43,6 +43,8 @@ FAMILIES = {
     )
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
+# The decoder layer's linear layers, named alike in every family: LoRA's default targets.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 HEAD_SUFFIXES = {
     "causal_lm": "ForCausalLM",
     "reward": "ForSequenceClassification",

@@ -18,6 +18,7 @@ from pathlib import PurePath
 from typing import Literal
 
 from alignment.base_model.default_models import DEFAULT_MODELS
+from alignment.base_model.families import LORA_TARGETS
 from alignment.data.mixtures import KEYS as MIXTURE_KEYS
 from alignment.data.mixtures import PAPER_MIXTURES
 from alignment.errors import PaddockError
@@ -36,7 +37,6 @@ from alignment.recipes.config import (
 # Stage and run names become directories, and overrides address stages by name (`stages.sft.x=1`).
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def stage_configs() -> dict[str, type]:
@@ -66,7 +66,8 @@ class LoraConfig:
     )
     dropout: float = setting("Dropout on the adapter input.", default=0.05)
     target_modules: list[str] = setting(
-        "Linear layers that get adapters (Llama names).", default_factory=lambda: list(LORA_TARGETS)
+        "Linear layers that get adapters (the same names in every supported family).",
+        default_factory=lambda: list(LORA_TARGETS),
     )
 
     def check_config(self, path: str) -> None:
