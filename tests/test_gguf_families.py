@@ -471,3 +471,21 @@ def test_gguf_rope_is_checked_on_the_config_saved(tmp_path, tokenizer_fields, mo
     assert message.startswith(f"{tmp_path / 'tiny.gguf'}: rope_parameters {{'rope_type': 'linear'")
     assert message.endswith("of the unscaled frequency; not imported")
     assert not (tmp_path / "converted").exists()
+
+
+def test_a_gguf_of_another_family_or_not_a_gguf_is_refused_in_one_line(tmp_path):
+    """Refused from the file's header, before transformers reads a tensor, and nothing written:
+    a GGUF of an architecture Paddock does not run (Gemma 2), and a file that is not a GGUF."""
+    writer = gguf.GGUFWriter(tmp_path / "gemma.gguf", "gemma2")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    (tmp_path / "noise.gguf").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(
+        PaddockError, match=r"gemma.gguf: model_type 'gemma2' is not a family .*llama, mistral"
+    ):
+        convert_gguf(tmp_path / "gemma.gguf", tmp_path / "out")
+    with pytest.raises(PaddockError, match=r"noise.gguf: not a readable GGUF file \(.*magic"):
+        convert_gguf(tmp_path / "noise.gguf", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma.gguf", "noise.gguf"]

@@ -39,10 +39,10 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        import gguf
-
-        reader = gguf.GGUFReader(gguf_file)
+        reader = open_gguf(gguf_file)
         arch = reader.get_field("general.architecture").contents()
+        if arch not in SUPPORTED_MODEL_TYPES:  # llama.cpp names these families as transformers does
+            raise PaddockError(f"{gguf_file}: {unsupported_message(arch)}")
         # transformers reads no head width from a qwen3 GGUF: Qwen3Config's default (128) stands
         # whatever the file says, and any other width fails to load. Pass the one llama.cpp wrote.
         overrides = {}
@@ -73,6 +73,19 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
         return publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_gguf(gguf_file: Path):
+    """gguf's reader on the file, after checking it is a GGUF that names its architecture."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(gguf_file)
+    except (ValueError, OSError, IndexError) as err:
+        raise PaddockError(f"{gguf_file}: not a readable GGUF file ({str(err).splitlines()[0]})") from None
+    if reader.get_field("general.architecture") is None:
+        raise PaddockError(f"{gguf_file}: no general.architecture in the GGUF metadata")
+    return reader
 
 
 # How far the frequencies rebuilt from a GGUF's rope_freqs may stray from the file's, as a fraction
