@@ -1,4 +1,5 @@
-"""Paddock's Llama base model: architecture, checkpoint I/O, the embedded default and generation.
+"""Paddock's base model (llama, mistral, qwen2, qwen3): architecture, checkpoint I/O, GGUF import,
+the embedded default and generation.
 
 The names below are imported on first use: the modules behind them pull in torch and transformers
 (about 5 s), and lighter modules of this package (default_models' table, used by recipe

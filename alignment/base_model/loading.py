@@ -29,7 +29,7 @@ def load_model(
     trust_remote_code: bool = False,
     quantization_config=None,
 ):
-    """Load a Llama-family model with Paddock's architecture.
+    """Load a checkpoint of a supported family (families.py) into Paddock's architecture.
 
     Args:
         name_or_path: `smollm2-135m` (the embedded default) or a local HF checkpoint directory
