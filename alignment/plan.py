@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignment.base_model.default_models import DEFAULT_MODELS
+from alignment.base_model.default_models import DEFAULT_MODELS, local_checkpoint
 from alignment.base_model.families import read_config
 from alignment.data.sources import DataError, check_source, data_path
 from alignment.errors import PaddockError
@@ -137,13 +137,10 @@ def check_base_model(name_or_path: str) -> None:
     """A named default model, or a checkpoint directory of a family Paddock runs."""
     if name_or_path in DEFAULT_MODELS:
         return
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        known = ", ".join(DEFAULT_MODELS)
-        raise PaddockError(
-            f"model.name_or_path: {name_or_path}: no such checkpoint directory, "
-            f"and not a known model name ({known})"
-        )
+    try:
+        path = local_checkpoint(name_or_path)
+    except PaddockError as err:
+        raise PaddockError(f"model.name_or_path: {err}") from None
     read_config(path)
 
 

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from alignment import load_model, save_checkpoint
-from alignment.base_model.families import FAMILIES, LORA_TARGETS, architecture, layer_windows
+from alignment.base_model.families import FAMILIES, HEAD_SUFFIXES, LORA_TARGETS, architecture, layer_windows
 from alignment.base_model.generation import SamplingConfig, generate, left_pad
 from alignment.base_model.modeling import PaddockLlamaForCausalLM, PaddockLlamaForReward, PaddockLlamaForValue
 from alignment.errors import PaddockError
@@ -221,29 +221,14 @@ def test_a_config_of_another_model_type_is_refused_naming_the_supported_ones():
         PaddockLlamaForCausalLM(GPT2Config(n_layer=1, n_embd=32, n_head=2))
 
 
-def save_family_checkpoint(family: str, path, tokenizer):
-    torch.manual_seed(0)
-    config = family_config(
-        family,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        initializer_range=0.02,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @families
 def test_one_sft_step_and_one_reward_model_step_through_the_pipeline(family, tmp_path, smollm2_tokenizer):
     """A LoRA SFT stage and a reward-model stage on top of it, 2 steps each, through run_recipe:
     finite losses, and each stage's model saved as the family's transformers class."""
     from alignment.pipeline import run_recipe
-    from tests.test_pipeline import REPO
+    from tests.test_pipeline import REPO, save_tiny_checkpoint
 
-    model = save_family_checkpoint(family, tmp_path / "base", smollm2_tokenizer)
+    model = save_tiny_checkpoint(tmp_path / "base", smollm2_tokenizer, family, **FAMILY_SETTINGS[family])
     for name, source in (("sft", "sft_train"), ("pairs", "helpfulness_pairs_train")):
         lines = (REPO / f"data/gym/{source}.jsonl").read_text().splitlines()[:16]
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
@@ -279,13 +264,7 @@ def test_one_sft_step_and_one_reward_model_step_through_the_pipeline(family, tmp
         assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
         saved = json.loads((run / stage / "model/merged/config.json").read_text())
         assert saved["model_type"] == family
-        assert saved["architectures"] == [FAMILIES[family].class_prefix + architecture_suffix(head)]
-
-
-def architecture_suffix(head: str) -> str:
-    from alignment.base_model.families import HEAD_SUFFIXES
-
-    return HEAD_SUFFIXES[head]
+        assert saved["architectures"] == [FAMILIES[family].class_prefix + HEAD_SUFFIXES[head]]
 
 
 def test_a_recipe_on_another_model_type_stops_at_the_plan_writing_nothing(tmp_path):

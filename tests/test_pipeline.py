@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
-from tests.conftest import tiny_config
+from tests.conftest import family_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,20 +26,21 @@ def tiny_checkpoint(tmp_path_factory, smollm2_tokenizer):
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), smollm2_tokenizer)
 
 
-def save_tiny_checkpoint(path: Path, tokenizer, **overrides) -> Path:
+def save_tiny_checkpoint(path: Path, tokenizer, model_type: str = "llama", **overrides) -> Path:
     """The `tiny_checkpoint` fixture's model written to `path`; a plain function so that
-    benchmarks/gpu_check.py builds the same checkpoint outside pytest. `overrides`: config changes."""
+    benchmarks/gpu_check.py builds the same checkpoint outside pytest. `model_type`: the family
+    (tests/test_model_families.py); `overrides`: config changes."""
     torch.manual_seed(0)
-    config = tiny_config(
+    settings = dict(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
         initializer_range=0.02,
-        **overrides,
     )
-    LlamaForCausalLM(config).save_pretrained(path)
+    config = family_config(model_type, **{**settings, **overrides})
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -36,6 +36,17 @@ DEFAULT_MODELS = {
 DEFAULT_MODEL_NAME = "smollm2-135m"
 
 
+def local_checkpoint(name_or_path: str) -> Path:
+    """The checkpoint directory a model path names; a one-line error when there is none."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        known = ", ".join(DEFAULT_MODELS)
+        raise PaddockError(
+            f"{name_or_path}: no such checkpoint directory, and not a known model name ({known})"
+        )
+    return path
+
+
 def paddock_home() -> Path:
     return Path(os.environ.get("PADDOCK_HOME") or Path.home() / ".cache" / "paddock")
 

@@ -56,8 +56,6 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32, **overrides
         )
-        if model.config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise PaddockError(f"{gguf_file}: {unsupported_message(model.config.model_type)}")
         # The weights are dequantised now, but transformers refuses to save a model it loaded from
         # GGUF; re-home them in Paddock's class with the GGUF quantization_config dropped.
         settings = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}

@@ -14,11 +14,7 @@ def resolve(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     if text in default_models.DEFAULT_MODELS:
         return default_models.prepare(text)
-    path = Path(text).expanduser()
-    if not path.exists():
-        known = ", ".join(default_models.DEFAULT_MODELS)
-        raise PaddockError(f"{text}: no such checkpoint directory, and not a known model name ({known})")
-    return path
+    return default_models.local_checkpoint(text)
 
 
 def load_model(

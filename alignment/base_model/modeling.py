@@ -342,8 +342,10 @@ class PaddockLlamaModel(PaddockPreTrainedModel):
             position_ids = attention_mask.sum(-1, keepdim=True) - 1  # [B, 1]
             cos, sin = self.rotary_emb(position_ids, x.dtype)
             mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, max_len]
-            slots = torch.arange(mask.shape[-1], device=x.device)
-            mask = self._masks(mask, mask.shape[-1], lambda w: mask & (slots > cache_start - w))
+            slots = mask.shape[-1]
+            mask = self._masks(
+                mask, slots, lambda w: mask & (torch.arange(slots, device=x.device) > cache_start - w)
+            )
             for layer in self.layers:
                 x = layer(x, cos, sin, mask, kv_cache, cache_start)
             return BaseModelOutputWithPast(last_hidden_state=self.norm(x))
